@@ -1,0 +1,75 @@
+"""Model adapters by family, and loading a model + processor from a preset."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.adapters.qwen import QwenAdapter
+from infinipot.errors import InfinipotError
+from infinipot.presets import Preset
+
+logger = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cuda", "cpu", "mps")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise InfinipotError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InfinipotError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InfinipotError("--device mps was asked for but MPS is not available: use --device cpu or auto")
+    return torch.device(device)
+
+
+def model_source(preset: Preset) -> str:
+    """A directory or hub id for from_pretrained; builds the tiny checkpoint on first use."""
+    if preset.model.startswith("tiny:"):
+        from infinipot.tiny import BUILDERS, ensure_tiny_checkpoint
+
+        family = preset.model.removeprefix("tiny:")
+        if family not in BUILDERS:
+            raise InfinipotError(f"no tiny checkpoint for {family!r}: choose one of {', '.join(BUILDERS)}")
+        return str(ensure_tiny_checkpoint(family))
+    return preset.model
+
+
+def load_adapter(preset: Preset, device: str = "auto") -> Adapter:
+    """Load the preset's model and processor and wrap them in the family's adapter."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    target = resolve_device(device)
+    source = model_source(preset)
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=getattr(torch, preset.dtype), attn_implementation=preset.attn_implementation
+        )
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InfinipotError(
+            f"could not load model {preset.model!r} ({first_line}): download it first "
+            f"(`hf download {preset.model}`) or point the preset's `model` to a local directory"
+        ) from error
+    found = model.config.model_type
+    if found != preset.family:
+        raise InfinipotError(
+            f"preset {preset.name!r} says family {preset.family!r} but {preset.model!r} is a {found!r} model: "
+            "fix the preset's `family`"
+        )
+    model.to(target).eval()
+    logger.info("loaded %s (%s) on %s", preset.model, preset.dtype, target)
+    return QwenAdapter(model, processor, preset.model, preset.min_pixels, preset.max_pixels)
+
+
+__all__ = ["Adapter", "EncodedChunk", "PromptParts", "QwenAdapter", "load_adapter", "resolve_device", "DEVICES"]

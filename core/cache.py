@@ -1,0 +1,93 @@
+"""The budgeted KV cache: transformers' DynamicCache plus the layout of its visual tokens.
+
+Sequence layout of every layer: [prefix | visual tokens | question and answer]. The prefix
+(system prompt up to the vision-start token) is never compressed and is outside the budget.
+Visual tokens are compressed per layer and per KV head; the question part is appended for an
+answer and truncated afterwards, so every question sees the same video cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from infinipot.layout import ChunkLayout, VisualLayout
+from infinipot.policies import Policy, PolicySettings
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    before: int  # visual tokens per head before
+    after: int  # visual tokens per head after
+
+
+class BudgetedCache:
+    """A DynamicCache whose visual part is tracked token by token and can be compressed."""
+
+    def __init__(self, num_layers: int, kv_heads: int, position_axes: int) -> None:
+        self.kv = DynamicCache()
+        self.num_layers = num_layers
+        self.kv_heads = kv_heads
+        self.position_axes = position_axes
+        self.prefix_len = 0
+        self.layouts = [VisualLayout.empty(kv_heads, position_axes) for _ in range(num_layers)]
+
+    @property
+    def visual_tokens(self) -> int:
+        """Cached visual tokens per KV head (every head holds the same number)."""
+        return self.layouts[0].tokens
+
+    @property
+    def video_length(self) -> int:
+        """Sequence length of prefix + visual tokens: where a question starts."""
+        return self.prefix_len + self.visual_tokens
+
+    def seq_length(self) -> int:
+        return self.kv.get_seq_length()
+
+    def mark_prefix(self) -> None:
+        """Call after the prefix has been prefilled."""
+        self.prefix_len = self.seq_length()
+
+    def add_chunk(self, chunk: ChunkLayout) -> None:
+        """Record the layout of a chunk that was just prefilled into every layer."""
+        fresh = VisualLayout.for_chunk(self.kv_heads, chunk)
+        self.layouts = [layout.append(fresh) for layout in self.layouts]
+
+    def compress(self, policy: Policy, keep: int, settings: PolicySettings) -> CompressionResult:
+        """Keep `keep` visual tokens per layer and head, chosen by `policy`.
+
+        Every layer is scored before any is pruned, so a policy that needs all layers' scores
+        can be fitted here later without reordering the loop.
+        """
+        before = self.visual_tokens
+        selections = []
+        for index, layer in enumerate(self.kv.layers):
+            keys = layer.keys[0, :, self.prefix_len :]  # [heads, visual, dim]
+            values = layer.values[0, :, self.prefix_len :]
+            layer_settings = PolicySettings(**{**settings.__dict__, "layer": index, "num_layers": self.num_layers})
+            kept = policy(keys, values, self.layouts[index], keep, layer_settings)  # [heads, keep]
+            selections.append(kept)
+        for index, (layer, kept) in enumerate(zip(self.kv.layers, selections)):
+            layer.keys = self._keep(layer.keys, kept)
+            layer.values = self._keep(layer.values, kept)
+            self.layouts[index] = self.layouts[index].gather(kept.to(self.layouts[index].frame.device))
+        return CompressionResult(before=before, after=self.visual_tokens)
+
+    def _keep(self, states: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+        """[1, heads, seq, dim] -> prefix + the kept visual tokens (seq = prefix + visual exactly)."""
+        prefix = states[:, :, : self.prefix_len]
+        visual = states[:, :, self.prefix_len : self.video_length]
+        index = kept.to(states.device).unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, states.shape[-1])
+        return torch.cat([prefix, visual.gather(2, index)], dim=2)
+
+    def truncate(self, length: int) -> None:
+        """Drop everything after the first `length` tokens (a question and its answer)."""
+        for layer in self.kv.layers:
+            layer.keys = layer.keys[:, :, :length]
+            layer.values = layer.values[:, :, :length]
+
+    def kv_bytes(self) -> int:
+        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.kv.layers)

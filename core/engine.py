@@ -1,0 +1,227 @@
+"""The streaming loop and the answering loop.
+
+Streaming: decode a chunk of frames -> encode it -> compress the cache if the chunk would push
+it past the budget -> prefill the chunk. Answering: append the question, generate token by
+token with explicit positions, then truncate the cache back to the video so the next question
+sees exactly the same cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from infinipot.adapters.base import Adapter
+from infinipot.budget import CompressionSettings, StreamPlan, plan_stream
+from infinipot.cache import BudgetedCache
+from infinipot.errors import InfinipotError
+from infinipot.policies import PolicySettings, get_policy
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    video_seconds: float = 0.0
+    visual_tokens_seen: int = 0
+    budget_tokens: int = 0
+    keep_tokens: int = 0
+    peak_cached_tokens: int = 0
+    compressions: int = 0
+    tokens_evicted: int = 0
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"decode_s": 0.0, "encode_s": 0.0, "prefill_s": 0.0, "compress_s": 0.0}
+    )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of the stream, for progress displays."""
+
+    frames_done: int
+    frames_total: int | None
+    video_seconds: float
+    cached_tokens: int
+    budget_tokens: int
+    compressions: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames handed to the engine: pixels plus the video time they reach."""
+
+    frames: np.ndarray  # [n, H, W, 3] uint8
+    end_seconds: float
+
+
+class Session:
+    """One video streamed into a budgeted cache, then any number of questions."""
+
+    def __init__(self, adapter: Adapter, settings: CompressionSettings) -> None:
+        settings.validate()
+        self.adapter = adapter
+        self.settings = settings
+        self.policy = get_policy(settings.policy)
+        self.cache = BudgetedCache(adapter.num_layers, adapter.kv_heads, adapter.position_axes)
+        self.stats = StreamStats(budget_tokens=settings.budget_tokens, keep_tokens=settings.keep_tokens)
+        self.plan: StreamPlan | None = None
+        self.grid: tuple[int, int] = (1, 1)  # (rows, cols) of one temporal grid step
+
+    # --- streaming ----------------------------------------------------------------------------
+    def prepare(self, height: int, width: int) -> StreamPlan:
+        """Check the settings against this video's token grid; no frame is touched."""
+        rows, cols = self.adapter.tokens_per_frame(height, width)
+        self.grid = (rows, cols)
+        self.plan = plan_stream(self.settings, rows * cols, self.adapter.frame_multiple())
+        return self.plan
+
+    @property
+    def chunk_frames(self) -> int:
+        assert self.plan is not None, "call prepare() first"
+        return self.plan.chunk_steps * self.adapter.frame_multiple()
+
+    def stream(
+        self,
+        batches: Iterable[FrameBatch],
+        sample_fps: float,
+        frames_total: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> StreamStats:
+        """Prefill the prompt prefix, then every batch of frames (each a multiple of the frame multiple)."""
+        if self.plan is None:
+            raise InfinipotError("call prepare() with the video's frame size before streaming")
+        prefix = self.adapter.begin_stream(sample_fps)
+        self.adapter.forward(self.adapter.embed_ids(prefix.ids), prefix.positions, self.cache.kv)
+        self.cache.mark_prefix()
+        timings = self.stats.timings
+        clock = time.perf_counter()
+        for batch in batches:
+            timings["decode_s"] += time.perf_counter() - clock
+            self._add_frames(batch.frames)
+            self.stats.frames += len(batch.frames)
+            self.stats.video_seconds = batch.end_seconds
+            if on_progress is not None:
+                on_progress(self._progress(frames_total))
+            clock = time.perf_counter()
+        if self.stats.frames == 0:
+            raise InfinipotError("the video yielded no frames: check --start/--end and the file")
+        return self.stats
+
+    def _add_frames(self, frames: np.ndarray) -> None:
+        timings = self.stats.timings
+        start = time.perf_counter()
+        chunk = self.adapter.encode_chunk(frames)
+        encoded = time.perf_counter()
+        timings["encode_s"] += encoded - start
+        incoming = chunk.layout.tokens
+        budget = self.settings.budget_tokens
+        if self.plan.compress and self.cache.visual_tokens + incoming > budget:
+            self._compress()
+        start = time.perf_counter()
+        self.adapter.forward(chunk.embeds, chunk.positions, self.cache.kv)
+        self.cache.add_chunk(chunk.layout)
+        timings["prefill_s"] += time.perf_counter() - start
+        self.stats.visual_tokens_seen += incoming
+        self.stats.peak_cached_tokens = max(self.stats.peak_cached_tokens, self.cache.visual_tokens)
+
+    def _compress(self) -> None:
+        start = time.perf_counter()
+        settings = PolicySettings(
+            recent_frames=self.plan.recent_frames,
+            tar_ratio=self.settings.tar_ratio,
+            pooling=self.settings.pooling,
+            spread_thresholds=self.settings.spread_thresholds,
+            grid=self.grid,
+        )
+        result = self.cache.compress(self.policy, self.settings.keep_tokens, settings)
+        self.stats.compressions += 1
+        self.stats.tokens_evicted += result.before - result.after
+        self.stats.timings["compress_s"] += time.perf_counter() - start
+
+    def _progress(self, frames_total: int | None) -> Progress:
+        return Progress(
+            frames_done=self.stats.frames,
+            frames_total=frames_total,
+            video_seconds=self.stats.video_seconds,
+            cached_tokens=self.cache.visual_tokens,
+            budget_tokens=self.settings.budget_tokens if self.plan.compress else 0,
+            compressions=self.stats.compressions,
+        )
+
+    # --- answering ----------------------------------------------------------------------------
+    def first_token_logits(self, question: str) -> torch.Tensor:
+        """Logits for the first answer token (the cache is left as it was)."""
+        length = self.cache.video_length
+        try:
+            prompt = self.adapter.question(question)
+            return self.adapter.forward(self.adapter.embed_ids(prompt.ids), prompt.positions, self.cache.kv)
+        finally:
+            self.cache.truncate(length)
+
+    def ask(
+        self,
+        question: str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer one question from the video cache; `on_text` receives the answer as it grows."""
+        if not question.strip():
+            raise InfinipotError("the question is empty: ask something about the video")
+        start = time.perf_counter()
+        pieces = []
+        tokens = 0
+        for piece in self._generate(question, max_new_tokens, temperature, seed):
+            tokens += 1
+            if piece:
+                pieces.append(piece)
+                if on_text is not None:
+                    on_text(piece)
+        return Answer(question, "".join(pieces).strip(), tokens, time.perf_counter() - start)
+
+    def _generate(self, question: str, max_new_tokens: int, temperature: float, seed: int | None) -> Iterator[str]:
+        adapter, length = self.adapter, self.cache.video_length
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        eos = adapter.eos_token_ids()
+        try:
+            prompt = adapter.question(question)
+            logits = adapter.forward(adapter.embed_ids(prompt.ids), prompt.positions, self.cache.kv)
+            position = adapter.answer_position(prompt)
+            generated: list[int] = []
+            shown = ""
+            for _ in range(max_new_tokens):
+                token = _pick(logits, temperature, generator)
+                if token in eos:
+                    break
+                generated.append(token)
+                # Decode the whole answer each time: a multi-byte character may span tokens.
+                text = adapter.tokenizer.decode(generated, skip_special_tokens=True)
+                yield text[len(shown):]
+                shown = text
+                ids = torch.tensor([[token]], dtype=torch.long)
+                logits = adapter.forward(adapter.embed_ids(ids), position, self.cache.kv)
+                position = adapter.next_positions(position[:, -1], 1)
+        finally:
+            self.cache.truncate(length)
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
