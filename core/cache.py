@@ -63,6 +63,8 @@ class BudgetedCache:
         can be fitted here later without reordering the loop.
         """
         before = self.visual_tokens
+        if self.seq_length() != self.video_length:
+            raise RuntimeError("compress() called with question tokens in the cache")
         selections = []
         for index, layer in enumerate(self.kv.layers):
             keys = layer.keys[0, :, self.prefix_len :]  # [heads, visual, dim]
@@ -79,7 +81,7 @@ class BudgetedCache:
     def _keep(self, states: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         """[1, heads, seq, dim] -> prefix + the kept visual tokens (seq = prefix + visual exactly)."""
         prefix = states[:, :, : self.prefix_len]
-        visual = states[:, :, self.prefix_len : self.video_length]
+        visual = states[:, :, self.prefix_len :]
         index = kept.to(states.device).unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, states.shape[-1])
         return torch.cat([prefix, visual.gather(2, index)], dim=2)
 

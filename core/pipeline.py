@@ -77,6 +77,7 @@ def stream_video(
 
 
 def _batches(video: PreparedVideo, chunk_frames: int) -> Iterator[FrameBatch]:
-    for chunk in iter_chunks(video.info, video.plan, chunk_frames):
-        start = float(video.plan.timestamps[0])
-        yield FrameBatch(chunk.frames, float(chunk.timestamps[-1]) - start)
+    plan = video.plan
+    step = plan.seconds / plan.frames  # each sampled frame stands for this much video
+    for chunk in iter_chunks(video.info, plan, chunk_frames):
+        yield FrameBatch(chunk.frames, min(plan.seconds, (chunk.first + len(chunk.frames)) * step))

@@ -1,0 +1,60 @@
+"""Shared by the commands that stream a video: options -> checks -> model -> progress display."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infinipot.engine import Session, StreamStats
+from infinipot.pipeline import VideoRequest, open_session, prepare_video, resolve_budget, stream_video
+from infinipot.presets import Preset, load_preset
+from infinipot_cli.app import err
+from infinipot_cli.render import StreamDisplay
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    video: Path
+    preset: str
+    budget: str | None = None
+    policy: str | None = None
+    keep_ratio: float | None = None
+    recent: float | None = None
+    tar_ratio: float | None = None
+    pooling: str | None = None
+    fps: float | None = None
+    start: float | None = None
+    end: float | None = None
+    max_frames: int | None = None
+    device: str = "auto"
+
+    def resolve_preset(self) -> Preset:
+        preset = load_preset(self.preset).with_overrides(
+            policy=self.policy, keep_ratio=self.keep_ratio, recent_ratio=self.recent, tar_ratio=self.tar_ratio,
+            pooling=self.pooling, fps=self.fps,
+        )
+        return resolve_budget(preset, self.budget)
+
+
+def stream_with_display(options: StreamOptions, show: bool) -> tuple[Session, StreamStats]:
+    """Check everything that needs no model, load the model, stream the video with a progress display."""
+    from infinipot.adapters import load_adapter, resolve_device
+
+    preset = options.resolve_preset()
+    video = prepare_video(
+        VideoRequest(options.video, options.fps, options.start, options.end, options.max_frames), preset
+    )
+    resolve_device(options.device)
+    if show:
+        with err.status(f"loading {preset.model} ...", spinner="dots"):
+            adapter = load_adapter(preset, options.device)
+    else:
+        adapter = load_adapter(preset, options.device)
+    preset = resolve_budget(preset, options.budget, adapter)  # memory budgets need the model's KV size
+    session = open_session(preset, adapter=adapter)
+    if not show:
+        return session, stream_video(session, video)
+    display = StreamDisplay(err, adapter.kv_bytes_per_token())
+    with display.running():
+        stats = stream_video(session, video, display.update)
+    return session, stats
