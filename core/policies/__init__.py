@@ -8,10 +8,16 @@ from __future__ import annotations
 from infinipot.errors import InfinipotError
 from infinipot.policies.base import Policy, PolicySettings
 from infinipot.policies.baselines import recent, uniform
+from infinipot.policies.infinipot import infinipot
+from infinipot.policies.tar import tar
+from infinipot.policies.van import van
 
 POLICIES: dict[str, Policy] = {
     "recent": recent,
     "uniform": uniform,
+    "tar": tar,
+    "van": van,
+    "infinipot": infinipot,
 }
 
 POLICY_NAMES: tuple[str, ...] = ("full", *POLICIES)

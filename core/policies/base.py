@@ -12,6 +12,7 @@ from typing import Protocol
 
 import torch
 
+from infinipot.errors import InfinipotError
 from infinipot.layout import VisualLayout
 
 
@@ -51,3 +52,44 @@ def sorted_topk(scores: torch.Tensor, keep: int) -> torch.Tensor:
     # topk's tie order is unspecified; a stable descending sort makes selection deterministic.
     order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :keep]
     return torch.sort(order, dim=-1).values
+
+
+def select_forced_then_topk(
+    scores: torch.Tensor,  # [heads, tokens] float
+    forced: torch.Tensor,  # [heads, tokens] bool: kept whatever their score
+    keep: int,
+) -> torch.Tensor:  # [heads, keep] long, sorted ascending
+    """Keep every `forced` token, then the highest-scoring others, `keep` per head in all.
+
+    Ties go to the earlier token. The caller guarantees at most `keep` forced tokens per head.
+    """
+    if keep > scores.shape[-1]:
+        raise ValueError(f"cannot keep {keep} of {scores.shape[-1]} tokens")
+    # Two stable sorts: by score (descending), then forced first. A forced token therefore
+    # always outranks any score, even +inf, and equal scores keep their original order.
+    by_score = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    unforced = (~forced).gather(-1, by_score).to(torch.uint8)
+    by_forced = torch.sort(unforced, dim=-1, stable=True).indices
+    chosen = by_score.gather(-1, by_forced)[..., :keep]
+    return torch.sort(chosen, dim=-1).values
+
+
+def scoring_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """Score in at least float32 (half-precision norms and dot products lose ties and overflow)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
+def grid_size(layout: VisualLayout, settings: PolicySettings) -> tuple[int, int]:
+    """(rows, cols) of the frame grid: the configured grid, grown to fit any cell in the layout."""
+    rows, cols = settings.grid
+    if layout.tokens:
+        rows = max(rows, int(layout.row.max()) + 1)
+        cols = max(cols, int(layout.col.max()) + 1)
+    return rows, cols
+
+
+def check_recent_fits(recent: torch.Tensor, budget: int, budget_name: str, fix: str) -> None:
+    """Raise when some head's recent tokens ([heads, tokens] bool) exceed `budget`."""
+    most = int(recent.sum(dim=-1).max()) if recent.numel() else 0
+    if most > budget:
+        raise InfinipotError(f"the recent frames hold {most} tokens but {budget_name} keeps only {budget}: {fix}")

@@ -1,0 +1,66 @@
+"""TaR (temporal-axis redundancy): keep the older tokens that differ most from what the model sees now.
+
+For an older token at cell (row, col), redundancy is its mean cosine similarity with the keys of
+the recent frames at the same cell; the TaR score is minus that. Tokens are matched by the
+layout's (row, col), not by slot: after a few compressions each head's slots are scrambled, and
+comparing slot i with slot i of a recent frame (as the reference code does) would compare
+unrelated cells.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from infinipot.layout import VisualLayout
+from infinipot.policies.base import (
+    PolicySettings,
+    check_recent_fits,
+    grid_size,
+    recent_mask,
+    scoring_dtype,
+    select_forced_then_topk,
+)
+
+
+def tar_scores(
+    keys: torch.Tensor,  # [heads, tokens, dim] post-RoPE
+    layout: VisualLayout,
+    recent: torch.Tensor,  # [heads, tokens] bool
+    settings: PolicySettings,
+) -> torch.Tensor:  # [heads, tokens]: -mean cos with the recent keys at the same cell; 0 for recent tokens
+    """TaR score of every token; higher = less redundant with the recent frames.
+
+    A cell that no recent token of this head covers scores 0 (neutral): nothing says the token is
+    redundant, nor that it is new. With recent frames kept whole this only happens when the
+    recent frames' own grid is smaller than an older frame's.
+    """
+    heads, tokens, dim = keys.shape
+    rows, cols = grid_size(layout, settings)
+    cells = rows * cols
+    unit = F.normalize(keys.to(scoring_dtype(keys)), dim=-1)  # [heads, tokens, dim]
+    cell = layout.row * cols + layout.col  # [heads, tokens]
+
+    # cos is linear in the recent key, so the mean over recent frames is one dot product with
+    # the per-cell sum of unit recent keys, divided by how many recent frames hold that cell.
+    # Older tokens are scattered into a spare cell (index `cells`) that is then dropped.
+    target = torch.where(recent, cell, torch.full_like(cell, cells))  # [heads, tokens]
+    recent_sum = unit.new_zeros(heads, cells + 1, dim)
+    recent_sum.scatter_add_(1, target.unsqueeze(-1).expand(-1, -1, dim), unit)
+    recent_count = unit.new_zeros(heads, cells + 1)
+    recent_count.scatter_add_(1, target, recent.to(unit.dtype))
+
+    at_cell = recent_sum.gather(1, cell.unsqueeze(-1).expand(-1, -1, dim))  # [heads, tokens, dim]
+    count = recent_count.gather(1, cell)  # [heads, tokens]
+    similarity = (unit * at_cell).sum(dim=-1) / count.clamp(min=1)
+    scores = -similarity
+    return scores.masked_fill(recent | (count == 0), 0.0)
+
+
+def tar(
+    keys: torch.Tensor, values: torch.Tensor, layout: VisualLayout, keep: int, settings: PolicySettings
+) -> torch.Tensor:  # [heads, keep]
+    """The recent frames, then the older tokens with the highest TaR score."""
+    recent = recent_mask(layout, settings.recent_frames)
+    check_recent_fits(recent, keep, "the budget", "raise --keep-ratio or lower --recent")
+    return select_forced_then_topk(tar_scores(keys, layout, recent, settings), recent, keep)

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random checkpoints built once per session, loaded the way a preset loads them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from infinipot.adapters import load_adapter
+from infinipot.presets import load_preset
+from infinipot.synthetic import write_test_video
+
+FAMILY_PRESETS = {"qwen2_5_vl": "tiny", "qwen2_vl": "tiny-qwen2-vl"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_cache(tmp_path_factory) -> Path:
+    """Every test (and every CLI run inside a test) builds tiny checkpoints here, never in ~/.cache."""
+    root = tmp_path_factory.mktemp("infinipot-cache")
+    previous = os.environ.get("INFINIPOT_CACHE")
+    os.environ["INFINIPOT_CACHE"] = str(root)
+    torch.set_num_threads(2)
+    yield root
+    if previous is None:
+        os.environ.pop("INFINIPOT_CACHE", None)
+    else:
+        os.environ["INFINIPOT_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny_cache):
+    """One loaded adapter per family, through the same path as `--preset tiny`."""
+    loaded = {}
+
+    def get(family: str):
+        if family not in loaded:
+            loaded[family] = load_adapter(load_preset(FAMILY_PRESETS[family]), device="cpu")
+        return loaded[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def short_video(tmp_path_factory) -> Path:
+    """20 s at 4 fps, 112x84: 3x4 merged tokens per 2-frame step for the tiny Qwen models."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "short.mp4", seconds=20, fps=4)
+
+
+@pytest.fixture(scope="session")
+def long_video(tmp_path_factory) -> Path:
+    """10 minutes at 1 fps: 3,600 visual tokens at 1 fps for the tiny models, far over a 600-token budget."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "long.mp4", seconds=600, fps=1)
