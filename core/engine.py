@@ -35,9 +35,14 @@ class StreamStats:
     timings: dict[str, float] = field(
         default_factory=lambda: {"decode_s": 0.0, "encode_s": 0.0, "prefill_s": 0.0, "compress_s": 0.0}
     )
+    # Per compression cycle: (seconds compressing, seconds encoding + prefilling since the last one).
+    cycles: list[tuple[float, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The summary figures (per-cycle timings left out: they grow with the video)."""
+        data = asdict(self)
+        data.pop("cycles")
+        return data
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Session:
         self.stats = StreamStats(budget_tokens=settings.budget_tokens, keep_tokens=settings.keep_tokens)
         self.plan: StreamPlan | None = None
         self.grid: tuple[int, int] = (1, 1)  # (rows, cols) of one temporal grid step
+        self._work_at_last_compression = 0.0
 
     # --- streaming ----------------------------------------------------------------------------
     def prepare(self, height: int, width: int) -> StreamPlan:
@@ -148,9 +154,14 @@ class Session:
             grid=self.grid,
         )
         result = self.cache.compress(self.policy, self.settings.keep_tokens, settings)
+        elapsed = time.perf_counter() - start
+        timings = self.stats.timings
         self.stats.compressions += 1
         self.stats.tokens_evicted += result.before - result.after
-        self.stats.timings["compress_s"] += time.perf_counter() - start
+        timings["compress_s"] += elapsed
+        work = timings["encode_s"] + timings["prefill_s"]
+        self.stats.cycles.append((elapsed, work - self._work_at_last_compression))
+        self._work_at_last_compression = work
 
     def _progress(self, frames_total: int | None) -> Progress:
         return Progress(
