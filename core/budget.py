@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from infinipot.errors import InfinipotError
 from infinipot.policies import POLICY_NAMES
+from infinipot.policies.infinipot import tar_share
 
 POOLINGS = ("none", "quartile", "spread")
 # Policies that keep the newest frames whole and so need room for them.
@@ -80,7 +81,7 @@ def plan_stream(settings: CompressionSettings, tokens_per_frame: int, frame_mult
     chunk_steps = min(steps_wanted, room // tokens_per_frame)
     recent = max(1, int(settings.recent_ratio * (budget // tokens_per_frame)))
     if settings.policy in RECENT_POLICIES:
-        tar_keep = int(settings.tar_ratio * keep) if settings.policy == "infinipot" else keep
+        tar_keep = tar_share(keep, settings.tar_ratio) if settings.policy == "infinipot" else keep
         if recent * tokens_per_frame > tar_keep:
             raise InfinipotError(
                 f"the {recent} recent frames hold {recent * tokens_per_frame} tokens but TaR keeps only "
