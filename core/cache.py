@@ -34,6 +34,17 @@ class BudgetedCache:
         self.prefix_len = 0
         self.layouts = [VisualLayout.empty(kv_heads, position_axes) for _ in range(num_layers)]
 
+    @classmethod
+    def restore(cls, keys: list[torch.Tensor], values: list[torch.Tensor], layouts: list[VisualLayout],
+                prefix_len: int) -> BudgetedCache:
+        """A cache rebuilt from saved per-layer keys and values (`[1, heads, seq, dim]`) and layouts."""
+        cache = cls(len(layouts), layouts[0].heads, layouts[0].position.shape[-1])
+        for index, (layer_keys, layer_values) in enumerate(zip(keys, values)):
+            cache.kv.update(layer_keys, layer_values, index)
+        cache.layouts = list(layouts)
+        cache.prefix_len = prefix_len
+        return cache
+
     @property
     def visual_tokens(self) -> int:
         """Cached visual tokens per KV head (every head holds the same number)."""

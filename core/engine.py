@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from infinipot.adapters.base import Adapter
+from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
 from infinipot.budget import CompressionSettings, StreamPlan, plan_stream
 from infinipot.cache import BudgetedCache
 from infinipot.errors import InfinipotError
 from infinipot.policies import PolicySettings, get_policy
+from infinipot.positions import check_position_mode, compact_cache, warn_if_past_window
+from infinipot.rope import KeyRotator
 
 
 @dataclass
@@ -76,8 +78,13 @@ class FrameBatch:
 class Session:
     """One video streamed into a budgeted cache, then any number of questions."""
 
-    def __init__(self, adapter: Adapter, settings: CompressionSettings) -> None:
+    def __init__(self, adapter: Adapter, settings: CompressionSettings, positions: str | None = None) -> None:
         settings.validate()
+        self.positions = check_position_mode(positions or adapter.default_positions)  # DESIGN.md §2
+        self.rotator = (  # only compact mode turns cached keys
+            KeyRotator.from_rotary_embedding(adapter.rotary_embedding(), adapter.position_axes)
+            if self.positions == "compact" else None
+        )
         self.adapter = adapter
         self.settings = settings
         self.policy = get_policy(settings.policy)
@@ -86,6 +93,22 @@ class Session:
         self.plan: StreamPlan | None = None
         self.grid: tuple[int, int] = (1, 1)  # (rows, cols) of one temporal grid step
         self._work_at_last_compression = 0.0
+        self.prefix_ids: torch.Tensor | None = None  # [1, prefix] long: the prompt prefix, saved with the cache
+        self.turns: list[Answer] = []  # the conversation kept in the cache by `chat`
+        self.next_turn_position: torch.Tensor | None = None  # [axes, 1]: where the next chat turn starts
+
+    @classmethod
+    def restore(cls, adapter: Adapter, settings: CompressionSettings, cache: BudgetedCache, stats: StreamStats,
+                grid: tuple[int, int], turns: Iterable[Answer] = (),
+                next_turn_position: torch.Tensor | None = None, positions: str | None = None) -> Session:
+        """A session around a cache streamed earlier (see infinipot.cache_file), ready to answer.
+
+        The adapter's stream state must already be restored; it cannot stream more video.
+        """
+        session = cls(adapter, settings, positions)
+        session.cache, session.stats, session.grid = cache, stats, grid
+        session.turns, session.next_turn_position = list(turns), next_turn_position
+        return session
 
     # --- streaming ----------------------------------------------------------------------------
     def prepare(self, height: int, width: int) -> StreamPlan:
@@ -111,8 +134,11 @@ class Session:
         if self.plan is None:
             raise InfinipotError("call prepare() with the video's frame size before streaming")
         prefix = self.adapter.begin_stream(sample_fps)
+        self.prefix_ids = prefix.ids
         self.adapter.forward(self.adapter.embed_ids(prefix.ids), prefix.positions, self.cache.kv)
         self.cache.mark_prefix()
+        warn_if_past_window(self.adapter, self.positions, frames_total, self.grid, self.plan.compress,
+                            self.settings.budget_tokens)
         timings = self.stats.timings
         clock = time.perf_counter()
         for batch in batches:
@@ -137,12 +163,21 @@ class Session:
         budget = self.settings.budget_tokens
         if self.plan.compress and self.cache.visual_tokens + incoming > budget:
             self._compress()
+            if self.rotator is not None:
+                chunk = self._compact(chunk)
         start = time.perf_counter()
         self.adapter.forward(chunk.embeds, chunk.positions, self.cache.kv)
         self.cache.add_chunk(chunk.layout)
         timings["prefill_s"] += time.perf_counter() - start
         self.stats.visual_tokens_seen += incoming
         self.stats.peak_cached_tokens = max(self.stats.peak_cached_tokens, self.cache.visual_tokens)
+
+    def _compact(self, chunk: EncodedChunk) -> EncodedChunk:
+        """Compact positions: renumber the kept tokens densely, turn their keys, move `chunk` right after them."""
+        start = time.perf_counter()
+        next_start = compact_cache(self.cache, self.rotator)
+        self.stats.timings["compress_s"] += time.perf_counter() - start
+        return self.adapter.rebase_positions(next_start, chunk)
 
     def _compress(self) -> None:
         start = time.perf_counter()
@@ -175,7 +210,8 @@ class Session:
 
     # --- answering ----------------------------------------------------------------------------
     def first_token_logits(self, question: str) -> torch.Tensor:
-        """Logits for the first answer token (the cache is left as it was)."""
+        """Logits for the first answer token (the video cache is left as it was; a conversation is forgotten)."""
+        self.reset()
         length = self.cache.video_length
         try:
             prompt = self.adapter.question(question)
@@ -191,26 +227,63 @@ class Session:
         seed: int | None = None,
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
-        """Answer one question from the video cache; `on_text` receives the answer as it grows."""
+        """Answer one question from the video cache alone; `on_text` receives the answer as it grows.
+
+        A conversation in progress (see `chat`) is forgotten first.
+        """
         if not question.strip():
             raise InfinipotError("the question is empty: ask something about the video")
+        self.reset()
+        pieces = self._generate(self.adapter.question(question), max_new_tokens, temperature, seed)
+        return self._collect(question, pieces, on_text)
+
+    def chat(
+        self,
+        question: str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer `question` after the earlier turns and keep this turn in the cache (`reset` forgets them)."""
+        if not question.strip():
+            raise InfinipotError("the question is empty: ask something about the video")
+        if self.turns:
+            prompt = self.adapter.follow_up(question, self.next_turn_position[:, -1])
+        else:
+            prompt = self.adapter.question(question)
+        answer = self._collect(question, self._generate(prompt, max_new_tokens, temperature, seed, keep=True), on_text)
+        self.turns.append(answer)
+        return answer
+
+    def reset(self) -> None:
+        """Forget the conversation: back to the cache of the video alone."""
+        self.cache.truncate(self.cache.video_length)
+        self.turns = []
+        self.next_turn_position = None
+
+    def _collect(
+        self, question: str, pieces: Iterator[tuple[str, int]], on_text: Callable[[str], None] | None
+    ) -> Answer:
         start = time.perf_counter()
-        pieces = []
+        texts = []
         tokens = 0
-        for piece in self._generate(question, max_new_tokens, temperature, seed):
-            tokens += 1
+        for piece, tokens in pieces:
             if piece:
-                pieces.append(piece)
+                texts.append(piece)
                 if on_text is not None:
                     on_text(piece)
-        return Answer(question, "".join(pieces).strip(), tokens, time.perf_counter() - start)
+        return Answer(question, "".join(texts).strip(), tokens, time.perf_counter() - start)
 
-    def _generate(self, question: str, max_new_tokens: int, temperature: float, seed: int | None) -> Iterator[str]:
-        adapter, length = self.adapter, self.cache.video_length
+    def _generate(
+        self, prompt: PromptParts, max_new_tokens: int, temperature: float, seed: int | None, keep: bool = False
+    ) -> Iterator[tuple[str, int]]:
+        """Yield (new text, tokens so far) per token; the cache is cropped back afterwards unless `keep`."""
+        adapter, length = self.adapter, self.cache.seq_length()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         eos = adapter.eos_token_ids()
+        kept = False
         try:
-            prompt = adapter.question(question)
             logits = adapter.forward(adapter.embed_ids(prompt.ids), prompt.positions, self.cache.kv)
             position = adapter.answer_position(prompt)
             generated: list[int] = []
@@ -220,15 +293,22 @@ class Session:
                 if token in eos:
                     break
                 generated.append(token)
-                # Decode the whole answer each time: a multi-byte character may span tokens.
-                text = adapter.tokenizer.decode(generated, skip_special_tokens=True)
-                yield text[len(shown):]
+                # Decode the whole answer each time: a multi-byte character may span tokens, so an
+                # unfinished one (a trailing U+FFFD) is held back until its last byte arrives.
+                text = adapter.tokenizer.decode(generated, skip_special_tokens=True).rstrip("\ufffd")
+                yield text[len(shown):], len(generated)
                 shown = text
                 ids = torch.tensor([[token]], dtype=torch.long)
                 logits = adapter.forward(adapter.embed_ids(ids), position, self.cache.kv)
                 position = adapter.next_positions(position[:, -1], 1)
+            text = adapter.tokenizer.decode(generated, skip_special_tokens=True)
+            if text != shown:  # bytes that never formed a character
+                yield text[len(shown):], len(generated)
+            if keep:  # the stop token is not in the cache: the next turn's prompt closes the answer
+                self.next_turn_position, kept = position, True
         finally:
-            self.cache.truncate(length)
+            if not kept:
+                self.cache.truncate(length)
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:

@@ -63,7 +63,7 @@ def resolve_budget(preset: Preset, budget: str | None, adapter: Adapter | None =
 
 def open_session(preset: Preset, device: str = "auto", adapter: Adapter | None = None) -> Session:
     adapter = adapter or load_adapter(preset, device)
-    return Session(adapter, preset.compression())
+    return Session(adapter, preset.compression(), positions=preset.positions)
 
 
 def stream_video(

@@ -16,9 +16,10 @@ import yaml
 
 from infinipot.budget import CompressionSettings
 from infinipot.errors import InfinipotError
+from infinipot.positions import POSITION_MODES
 
 DEFAULT_PRESET = "qwen2.5-vl-7b"
-FAMILIES = ("qwen2_5_vl", "qwen2_vl")
+FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava_onevision", "llava_next_video")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -41,6 +42,7 @@ class Preset:
     spread_thresholds: tuple[float, float, float] = (0.6, 0.4, 0.2)
     chunk_frames: int = 16
     attn_implementation: str = "sdpa"
+    positions: str | None = None  # original | compact (DESIGN.md §2); None: the family's default
 
     def compression(self) -> CompressionSettings:
         return CompressionSettings(
@@ -74,6 +76,10 @@ def validated(preset: Preset) -> Preset:
             raise InfinipotError(f"{where}: {name} must be a positive integer, got {value!r}")
     if preset.min_pixels and preset.max_pixels and preset.min_pixels > preset.max_pixels:
         raise InfinipotError(f"{where}: min_pixels ({preset.min_pixels}) exceeds max_pixels ({preset.max_pixels})")
+    if preset.positions is not None and preset.positions not in POSITION_MODES:
+        raise InfinipotError(
+            f"{where}: unknown positions {preset.positions!r}: choose one of {', '.join(POSITION_MODES)}"
+        )
     preset.compression().validate()
     return preset
 
@@ -104,7 +110,7 @@ def _coerce(key: str, value: object, annotation: str, source: str) -> object:
         return float(value)
     if annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if annotation == "str" and isinstance(value, str):
+    if annotation in ("str", "str | None") and isinstance(value, str):
         return value
     if annotation.startswith("tuple") and isinstance(value, list) and len(value) == 3:
         return tuple(float(v) for v in value)

@@ -144,9 +144,122 @@ def build_tiny_qwen2_vl(out_dir: Path) -> None:
     processor.save_pretrained(out_dir)
 
 
+# --- LLaVA-OneVision (Qwen2 text, SigLIP vision) and LLaVA-NeXT-Video (Llama text, CLIP vision) -------
+
+# llava-hf/llava-onevision-qwen2-*-ov-hf's format: "<|im_start|>user <video>\nQ<|im_end|><|im_start|>assistant\n".
+ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
+    "{% endfor %}{{'<|im_end|>'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# llava-hf/LLaVA-NeXT-Video-7B-hf's (Vicuna) format: "USER: <video>\nQ ASSISTANT:", after a BOS token.
+NEXT_VIDEO_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+LLAVA_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False)
+LLAVA_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=14)
+
+
+def _llama_tokenizer():
+    """A Llama-style tokenizer (Metaspace, byte fallback, BOS added) with LLaVA's <video>/<image> tokens.
+
+    Its BOS and its "no ▁ after a special token" rule are what a prompt split by hand gets wrong,
+    so the tiny model keeps them.
+    """
+    import json
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    alphabet = sorted(set(string.printable) - set(" \t\r\x0b\x0c")) + ["▁"]
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=alphabet, show_progress=False)
+    trained.train_from_iterator(CORPUS * 4, trainer=trainer)
+    model = json.loads(trained.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{byte:02X}>": 3 + byte for byte in range(256)}
+    for token, _ in sorted(model["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=[tuple(pair) for pair in model["merges"]], add_bos_token=True)
+    tokenizer.add_tokens(["<video>", "<image>"], special_tokens=True)
+    tokenizer.pad_token = "<unk>"
+    return tokenizer
+
+
+def build_tiny_llava_onevision(out_dir: Path) -> None:
+    """SigLIP at 70x70 (5x5 patches), pooled to ceil(5/2) = 3x3 = 9 tokens a frame, then one image_newline."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor,
+                              Qwen2Tokenizer)
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tokenizer = Qwen2Tokenizer(tokenizer_object=_train_tokenizer(special), unk_token=None, bos_token=None,
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    size, pinpoints = {"height": 70, "width": 70}, [[70, 70], [70, 140], [140, 70], [140, 140]]
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
+        video_processor=LlavaOnevisionVideoProcessor(size=size), tokenizer=tokenizer,
+        num_image_tokens=25, vision_feature_select_strategy="full", chat_template=ONEVISION_CHAT_TEMPLATE,
+    )
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in special}
+    config = LlavaOnevisionConfig(
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), bos_token_id=None,
+                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **LLAVA_TEXT),
+        vision_config=dict(model_type="siglip_vision_model", image_size=70, vision_use_head=False, **LLAVA_VISION),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"], image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1, vision_feature_select_strategy="full", tie_word_embeddings=False,
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    torch.manual_seed(0)
+    LlavaOnevisionForConditionalGeneration(config).save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
+def build_tiny_llava_next_video(out_dir: Path) -> None:
+    """CLIP at 112x112 (8x8 patches + CLS, CLS dropped), average-pooled by 2 to 4x4 = 16 tokens a frame."""
+    from transformers import (LlavaNextImageProcessor, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration,
+                              LlavaNextVideoProcessor, LlavaNextVideoVideoProcessor)
+
+    tokenizer = _llama_tokenizer()
+    size, crop, pinpoints = {"shortest_edge": 112}, {"height": 112, "width": 112}, [[112, 224], [224, 112]]
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(size=size, crop_size=crop),
+        image_processor=LlavaNextImageProcessor(size=size, crop_size=crop, image_grid_pinpoints=pinpoints),
+        tokenizer=tokenizer, chat_template=NEXT_VIDEO_CHAT_TEMPLATE, patch_size=14,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in ("<s>", "</s>", "<unk>", "<image>", "<video>")}
+    config = LlavaNextVideoConfig(
+        text_config=dict(model_type="llama", vocab_size=len(tokenizer), bos_token_id=ids["<s>"],
+                         eos_token_id=ids["</s>"], pad_token_id=ids["<unk>"], **LLAVA_TEXT),
+        vision_config=dict(model_type="clip_vision_model", image_size=112, projection_dim=32, **LLAVA_VISION),
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"], image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1, vision_feature_select_strategy="default", spatial_pool_stride=2,
+        image_seq_length=64, video_seq_length=16, tie_word_embeddings=False,
+        bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<unk>"],
+    )
+    torch.manual_seed(0)
+    LlavaNextVideoForConditionalGeneration(config).save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "qwen2_vl": build_tiny_qwen2_vl,
+    "llava_onevision": build_tiny_llava_onevision,
+    "llava_next_video": build_tiny_llava_next_video,
 }
 
 

@@ -27,11 +27,12 @@ class StreamOptions:
     end: float | None = None
     max_frames: int | None = None
     device: str = "auto"
+    positions: str | None = None  # original | compact; None: the preset's
 
     def resolve_preset(self) -> Preset:
         preset = load_preset(self.preset).with_overrides(
             policy=self.policy, keep_ratio=self.keep_ratio, recent_ratio=self.recent, tar_ratio=self.tar_ratio,
-            pooling=self.pooling, fps=self.fps,
+            pooling=self.pooling, fps=self.fps, positions=self.positions,
         )
         return resolve_budget(preset, self.budget)
 

@@ -12,7 +12,12 @@ from infinipot.adapters import load_adapter
 from infinipot.presets import load_preset
 from infinipot.synthetic import write_test_video
 
-FAMILY_PRESETS = {"qwen2_5_vl": "tiny", "qwen2_vl": "tiny-qwen2-vl"}
+FAMILY_PRESETS = {
+    "qwen2_5_vl": "tiny",
+    "qwen2_vl": "tiny-qwen2-vl",
+    "llava_onevision": "tiny-llava-onevision",
+    "llava_next_video": "tiny-llava-next-video",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)

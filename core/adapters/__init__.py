@@ -7,6 +7,8 @@ import logging
 import torch
 
 from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.adapters.llava import FAMILIES as LLAVA_FAMILIES
+from infinipot.adapters.llava import LlavaAdapter
 from infinipot.adapters.qwen import QwenAdapter
 from infinipot.errors import InfinipotError
 from infinipot.presets import Preset
@@ -69,7 +71,9 @@ def load_adapter(preset: Preset, device: str = "auto") -> Adapter:
         )
     model.to(target).eval()
     logger.info("loaded %s (%s) on %s", preset.model, preset.dtype, target)
+    if found in LLAVA_FAMILIES:  # frames are resized to the vision tower's square: no pixel limits
+        return LlavaAdapter(model, processor, preset.model)
     return QwenAdapter(model, processor, preset.model, preset.min_pixels, preset.max_pixels)
 
 
-__all__ = ["Adapter", "EncodedChunk", "PromptParts", "QwenAdapter", "load_adapter", "resolve_device", "DEVICES"]
+__all__ = ["Adapter", "EncodedChunk", "PromptParts", "QwenAdapter", "LlavaAdapter", "load_adapter", "resolve_device", "DEVICES"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
 
@@ -38,6 +39,7 @@ class Adapter(ABC):
 
     family: str
     position_axes: int  # 3 for M-RoPE, 1 for 1-D RoPE
+    default_positions: str = "original"  # position mode when the preset names none (DESIGN.md §2)
 
     def __init__(self, model: torch.nn.Module, processor, model_id: str) -> None:
         self.model = model
@@ -104,6 +106,32 @@ class Adapter(ABC):
     def answer_position(self, prompt: PromptParts) -> torch.Tensor:
         """Position `[axes, 1]` of the first generated token, as the model's own `generate` places it."""
         return self.next_positions(prompt.positions[:, -1], 1)
+
+    # --- compact positions (infinipot.positions) ----------------------------------------------
+    def video_end_position(self, frames: int, grid: tuple[int, int]) -> int | None:
+        """Largest position a one-shot prompt of `frames` frames of `grid` tokens gives before the question.
+
+        Call after `begin_stream`. None when the family cannot foresee it (no window warning then).
+        """
+        return None
+
+    def rebase_positions(self, next_start: int, pending: EncodedChunk) -> EncodedChunk:
+        """After a compaction: continue the stream at `next_start` (axis 0 of the positions).
+
+        `pending` was encoded but not yet prefilled; it comes back moved to start at `next_start`,
+        and the chunks after it follow it.
+        """
+        raise InfinipotError(f"{self.family} has no compact positions: use --positions original")
+
+    def rotary_embedding(self) -> torch.nn.Module:
+        """The language model's rotary-embedding module (its inv_freq and rope type)."""
+        return self.model.model.language_model.rotary_emb
+
+    def follow_up(self, text: str, start: torch.Tensor) -> PromptParts:
+        """The next chat turn: close the previous answer and ask `text`, the first token at `start` ([axes])."""
+        raise InfinipotError(
+            f"multi-turn chat is not available for {self.family} models yet: ask single questions with `infinipot ask`"
+        )
 
     # --- model ------------------------------------------------------------------------------
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,10 @@ class QwenAdapter(Adapter):
         self._next_t = 0  # temporal grid index of the next chunk's first token
         self._grid: tuple[int, int] | None = None  # merged (rows, cols) of this stream
         self._interval = torch.tensor(1.0)
+        # Temporal ids run temporal_base + floor((t - base_t) * interval): (prefix_len, 0) for original
+        # positions; compact positions restart them after each compaction (rebase_positions).
+        self._temporal_base = 0
+        self._base_t = 0
 
     # --- geometry -------------------------------------------------------------------------
     def frame_multiple(self) -> int:
@@ -76,6 +80,7 @@ class QwenAdapter(Adapter):
         ids = self._ids(self._render(PLACEHOLDER_QUESTION)[0])
         self._prefix_len = ids.shape[1]
         self._next_t = 0
+        self._temporal_base, self._base_t = self._prefix_len, 0
         self._grid = None
         self._interval = self._time_interval(sample_fps)
         return PromptParts(ids, self._text_positions(0, ids.shape[1]))
@@ -100,6 +105,11 @@ class QwenAdapter(Adapter):
         ids = self._ids(self._render(text)[1])
         return PromptParts(ids, self._text_positions(self._question_start(), ids.shape[1]))
 
+    def follow_up(self, text: str, start: torch.Tensor) -> PromptParts:
+        # The answer's stop token never entered the cache, so the new turn first closes the answer.
+        ids = self._ids(f"<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n")
+        return PromptParts(ids, self._text_positions(int(start.max()), ids.shape[1]))
+
     def _question_start(self) -> int:
         rows, cols = self._grid
         if self.text_start_rule == "spatial":
@@ -108,14 +118,27 @@ class QwenAdapter(Adapter):
 
     def _largest_video_position(self) -> int:
         rows, cols = self._grid
-        last_t = int(((self._next_t - 1) * self._interval).long())
-        return self._prefix_len + max(last_t, rows - 1, cols - 1)
+        last_t = int(((self._next_t - 1 - self._base_t) * self._interval).long()) + self._temporal_base
+        return max(last_t, self._prefix_len + rows - 1, self._prefix_len + cols - 1)
 
     def answer_position(self, prompt: PromptParts) -> torch.Tensor:
         # `generate` continues from the largest position of the whole prompt (its rope_deltas), which
         # under the "spatial" rule can be a video token's temporal id rather than the question's end.
         start = max(self._largest_video_position(), int(prompt.positions.max())) + 1
         return self._text_positions(start, 1)
+
+    def video_end_position(self, frames: int, grid: tuple[int, int]) -> int | None:
+        steps = -(-frames // self.temporal_patch_size)
+        last_t = int(((steps - 1) * self._interval).long()) if steps else 0
+        return self._prefix_len + max(last_t, grid[0] - 1, grid[1] - 1)
+
+    def rebase_positions(self, next_start: int, pending: EncodedChunk) -> EncodedChunk:
+        # Only the temporal axis is compacted; rows and columns keep prefix_len + row / col.
+        first_t = int(pending.layout.frame.min())
+        self._temporal_base, self._base_t = next_start, first_t
+        rows, cols = self._grid
+        layout = self._chunk_layout(first_t, self._next_t - first_t, rows, cols)
+        return EncodedChunk(pending.embeds, layout.position.T.contiguous(), layout)
 
     def _probe_text_start_rule(self) -> str:
         """Ask the model's own get_rope_index where text resumes after a video.
@@ -169,7 +192,7 @@ class QwenAdapter(Adapter):
     def _chunk_layout(self, first_t: int, steps: int, rows: int, cols: int) -> ChunkLayout:
         t_index = torch.arange(first_t, first_t + steps, dtype=torch.long)
         # (index * interval).long() in float32, as get_vision_position_ids does for the whole video.
-        temporal = (t_index * self._interval).long() + self._prefix_len
+        temporal = ((t_index - self._base_t) * self._interval).long() + self._temporal_base
         t_grid, r_grid, c_grid = torch.meshgrid(
             t_index, torch.arange(rows), torch.arange(cols), indexing="ij"
         )
@@ -196,6 +219,8 @@ class QwenAdapter(Adapter):
             "next_t": self._next_t,
             "grid": list(self._grid) if self._grid else None,
             "interval": float(self._interval),
+            "temporal_base": self._temporal_base,
+            "base_t": self._base_t,
         }
 
     def restore_stream_state(self, state: dict) -> None:
@@ -203,3 +228,5 @@ class QwenAdapter(Adapter):
         self._next_t = int(state["next_t"])
         self._grid = tuple(state["grid"]) if state["grid"] else None
         self._interval = torch.tensor(state["interval"], dtype=torch.float32)
+        self._temporal_base = int(state.get("temporal_base", self._prefix_len))
+        self._base_t = int(state.get("base_t", 0))
