@@ -110,6 +110,7 @@ def presets_command(
 
 def main() -> None:
     from infinipot_cli import ask  # noqa: F401  registers the command
+    from infinipot_cli import chat, compress, info  # noqa: F401  register the cache commands
 
     app()
 

@@ -1,0 +1,259 @@
+"""`compress`, `ask` from a cache and in batches, `info` and `chat`, end to end through CliRunner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from infinipot import cache_file
+from infinipot.engine import Answer, Session
+from infinipot_cli import ask, chat, compress, info  # noqa: F401  registers the commands
+from infinipot_cli.app import app
+
+runner = CliRunner()
+TINY = ("--preset", "tiny", "--budget", "96", "--device", "cpu")
+
+
+def invoke(*args, input: str | None = None):
+    return runner.invoke(app, [str(arg) for arg in args], input=input)
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def compressed(short_video, tmp_path_factory):
+    """`infinipot compress` of the 20-second video: (cache path, its --json report)."""
+    path = tmp_path_factory.mktemp("caches") / "short.ipv"
+    result = invoke("compress", short_video, "-o", path, *TINY, "--json")
+    assert result.exit_code == 0, result.output
+    return path, json.loads(result.stdout)
+
+
+@pytest.fixture
+def cache(compressed, tmp_path):
+    """This test's own copy of the compressed cache."""
+    return shutil.copy(compressed[0], tmp_path / "short.ipv")
+
+
+def test_compress_writes_a_cache_that_info_describes(compressed):
+    path, report = compressed
+    assert report["size_bytes"] == path.stat().st_size > 0
+    assert report["frames"] == 20 and report["visual_tokens_kept"] == [96, 96] and report["compressions"] >= 1
+    result = invoke("info", path)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for fragment in ("tiny:qwen2_5_vl", "infinipot: budget 96 tokens", "96 visual tokens per KV head in each of the 2",
+                     "20 frames, 0:20 of video", "short.mp4", "on disk", "KiB"):
+        assert fragment in text, fragment
+    data = json.loads(invoke("info", path, "--json", "--verify").stdout)
+    assert data["verified"] and data["layout"]["visual_tokens"] == [96, 96]
+    assert data["stats"]["video_seconds"] == pytest.approx(20) and data["size_bytes"] == path.stat().st_size
+    assert data["video"]["size_bytes"] > 0 and len(data["video"]["head_tail_sha256"]) == 64
+
+
+def test_ask_from_the_cache_answers_as_the_run_that_saved_it(short_video, tmp_path):
+    video = shutil.copy(short_video, tmp_path / "clip.mp4")
+    saved = tmp_path / "clip.ipv"
+    questions = ("What happened?", "Where is the square?")
+    first = invoke("ask", video, *questions, *TINY, "--max-new-tokens", "6", "--save-cache", saved, "--json")
+    assert first.exit_code == 0, first.output
+    video.unlink()  # answering from the cache never opens the video
+    again = invoke("ask", saved, *questions, "--device", "cpu", "--max-new-tokens", "6", "--json")
+    assert again.exit_code == 0, again.output
+    before, after = json.loads(first.stdout), json.loads(again.stdout)
+    assert [a["answer"] for a in after["answers"]] == [a["answer"] for a in before["answers"]]
+    assert before["cache"]["size_bytes"] == saved.stat().st_size
+    assert not before["stats"]["from_cache"] and after["stats"]["from_cache"]
+    assert after["stats"]["frames"] == before["stats"]["frames"] == 20
+    plain = invoke("ask", saved, "What happened?", "--max-new-tokens", "6")
+    assert plain.exit_code == 0 and "Q: What happened?\nA: " in plain.output
+    assert "from the cache: 20 frames" in plain.output
+
+
+def test_stream_options_do_not_apply_to_a_cache(cache):
+    assert_one_line_error(invoke("ask", cache, "What?", "--budget", "50"), "--budget only applies", "drop --budget")
+
+
+def test_cache_of_another_model_is_one_line(cache):
+    result = invoke("ask", cache, "What?", "--preset", "tiny-qwen2-vl", "--device", "cpu")
+    assert_one_line_error(result, "made with a qwen2_5_vl model (tiny:qwen2_5_vl)", "tiny:qwen2_vl (qwen2_vl)")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "text"])
+def test_damaged_cache_is_one_line(cache, damage):
+    data = cache.read_bytes()
+    if damage == "truncate":
+        cache.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        cache.write_bytes(data[:-100] + bytes([data[-100] ^ 0x04]) + data[-99:])
+    else:
+        cache.write_text("not a cache\n")
+    for command in (("ask", cache, "What?", "--device", "cpu"), ("info", cache, "--verify")):
+        assert_one_line_error(invoke(*command), "damaged or truncated", "re-create it")
+
+
+def test_info_on_a_video_is_one_line(short_video):
+    assert_one_line_error(invoke("info", short_video), "is not an infinipot cache", "infinipot compress")
+
+
+def test_compress_refuses_bad_targets_before_loading_a_model(short_video, cache, tmp_path):
+    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path / "no" / "x.ipv", *TINY),
+                          "directory does not exist")
+    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path, *TINY), "is a directory")
+    assert_one_line_error(invoke("compress", cache, "-o", tmp_path / "y.ipv", *TINY), "already a cache")
+    assert_one_line_error(invoke("ask", cache, "What?", "--save-cache", tmp_path / "z.ipv"), "already a cache")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.ipv"]
+
+
+def test_interrupted_compress_keeps_the_old_file(short_video, cache, monkeypatch):
+    old = cache.read_bytes()
+
+    def interrupted(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_file, "save_file", interrupted)
+    result = invoke("compress", short_video, "-o", cache, *TINY, "--quiet")
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert cache.read_bytes() == old
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]
+
+
+# --- batches ------------------------------------------------------------------------------------
+BATCH_JSONL = "\n".join([
+    '{"id": "color", "question": "What color is the square?", "options": ["red", "blue"], "answer": "B", '
+    '"category": "look"}',
+    '{"id": "shape", "question": "What shape is it?", "options": ["circle", "square"], "answer": "A", '
+    '"category": "look"}',
+    '{"question": "oops"',
+    '{"id": "motion", "question": "Does it move?", "answer": "yes", "category": "motion"}',
+    '{"id": "free", "question": "Describe the video."}',
+])
+
+
+def fake_ask(self, question, **options):
+    """Deterministic answers: 'B' for the colour, 'B' (wrong) for the shape, 'Yes.' for motion."""
+    canned = {"What color": "B", "What shape": "B. square", "Does it": "Yes."}
+    text = next((text for start, text in canned.items() if question.startswith(start)), "A video.")
+    return Answer(question, text, tokens=2, seconds=0.01)
+
+
+def test_batch_jsonl_reports_accuracy_and_writes_results(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(Session, "ask", fake_ask)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(BATCH_JSONL)
+    output = tmp_path / "answers.jsonl"
+    result = invoke("ask", cache, "--questions", questions, "--output", output, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert f"{questions}:3: not valid JSON" in result.stderr and "skipped" in result.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["color", "shape", "motion", "free"]
+    assert [r.get("correct") for r in records] == [True, False, True, None]
+    assert records[0]["choice"] == "B" and records[1]["choice"] == "B" and records[1]["expected"] == "A"
+    table = " ".join(result.stdout.replace("│", " ").split())
+    assert "color B B ✓ shape B B. square ✗ expected A motion Yes. ✓ free A video." in table
+    assert "look 1 2 50.0%" in table and "motion 1 1 100.0%" in table and "overall 2 3 66.7%" in table
+    data = json.loads(invoke("ask", cache, "--questions", questions, "--device", "cpu", "--json").stdout)
+    assert data["accuracy"]["overall"] == {"correct": 2, "total": 3, "accuracy": 0.6667}
+    assert data["accuracy"]["by_category"]["look"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    assert data["skipped"] == [{"line": 3, "message": data["skipped"][0]["message"]}]
+
+
+def test_interrupted_batch_keeps_what_it_answered(cache, tmp_path, monkeypatch):
+    asked = []
+
+    def interrupted_ask(self, question, **options):
+        asked.append(question)
+        if len(asked) == 3:
+            raise KeyboardInterrupt
+        return Answer(question, f"answer {len(asked)}", tokens=2, seconds=0.01)
+
+    monkeypatch.setattr(Session, "ask", interrupted_ask)
+    questions = tmp_path / "q.txt"
+    questions.write_text("One?\nTwo?\nThree?\nFour?\n")
+    output = tmp_path / "answers.jsonl"
+    result = invoke("ask", cache, "--questions", questions, "-o", output, "--device", "cpu")
+    assert result.exit_code == 130
+    assert "answered 2 of 4 questions" in result.output
+    assert [json.loads(line)["answer"] for line in output.read_text().splitlines()] == ["answer 1", "answer 2"]
+
+
+def test_batch_from_a_video_streams_it_once(short_video, tmp_path):
+    questions = tmp_path / "q.yaml"
+    questions.write_text("- What happened?\n- id: x\n- id: two\n  question: Where?\n- Why?\n")
+    output = tmp_path / "answers.jsonl"
+    result = invoke("ask", short_video, "--questions", questions, "-o", output, *TINY, "--max-new-tokens", "3",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [a["id"] for a in data["answers"]] == [1, "two", 5]
+    assert data["stats"]["frames"] == 20  # one pass over the video for all questions
+    assert f"{questions}:2: missing `question`" in result.stderr
+    assert len(output.read_text().splitlines()) == 3
+
+
+def test_batch_file_errors(cache, tmp_path):
+    empty = tmp_path / "bad.jsonl"
+    empty.write_text("{nope\n")
+    result = invoke("ask", cache, "--questions", empty)
+    assert result.exit_code == 1 and "bad.jsonl:1: not valid JSON" in result.stderr
+    assert result.output.strip().splitlines()[-1].startswith("error: no usable question in")
+    assert_one_line_error(invoke("ask", cache, "What?", "--questions", empty), "not both")
+    assert_one_line_error(invoke("ask", cache), "no question given")
+    assert_one_line_error(invoke("ask", cache, "--questions", tmp_path / "q.csv"), "unknown question file type")
+    good = tmp_path / "good.txt"
+    good.write_text("What?\n")
+    assert_one_line_error(invoke("ask", cache, "--questions", good, "-o", good), "is the question file")
+    assert good.read_text() == "What?\n"
+
+
+# --- chat ---------------------------------------------------------------------------------------
+def answers_in(output: str) -> list[str]:
+    return [segment[3:-1] for segment in output.split("you> ") if segment.startswith("A: ")]
+
+
+def test_chat_keeps_turns_resets_and_saves(cache, tmp_path):
+    saved = tmp_path / "chat.ipv"
+    script = f"What happened?\nAnd then?\n/save {saved}\n/bogus\n/reset\nWhat happened?\n/exit\nnever asked\n"
+    result = invoke("chat", cache, "--device", "cpu", "--max-new-tokens", "5", input=script)
+    assert result.exit_code == 0, result.output
+    first, second, after_reset = answers_in(result.stdout)
+    assert after_reset == first  # /reset: the same question sees the video alone again
+    assert f"saved {saved}" in result.stderr and "2 turns" in result.stderr
+    assert "error: unknown command /bogus" in result.stderr
+    assert "back to the video alone (2 turns forgotten)" in result.stderr
+    assert "never asked" not in result.output
+    assert "conversation 2 turns kept" in " ".join(invoke("info", saved).output.split())
+    resumed = invoke("chat", saved, "--device", "cpu", input="")
+    assert resumed.exit_code == 0 and "resuming the 2 earlier turns" in resumed.output
+
+
+def test_chat_turns_see_earlier_turns(cache):
+    """The same follow-up gives another answer after another first turn: the context is really there."""
+    one = answers_in(invoke("chat", cache, "--device", "cpu", "--max-new-tokens", "8",
+                            input="Describe the square.\nWhat next?\n").stdout)
+    two = answers_in(invoke("chat", cache, "--device", "cpu", "--max-new-tokens", "8",
+                            input="Why is the background textured?\nWhat next?\n").stdout)
+    alone = json.loads(invoke("ask", cache, "What next?", "--device", "cpu", "--max-new-tokens", "8", "--json").stdout)
+    assert len(one) == len(two) == 2
+    assert len({one[1], two[1], alone["answers"][0]["answer"]}) > 1
+
+
+def test_chat_from_a_video_and_bad_save(short_video, tmp_path):
+    script = f"/save {tmp_path / 'missing' / 'x.ipv'}\n/save\n"
+    result = invoke("chat", short_video, *TINY, "--quiet", input=script)
+    assert result.exit_code == 0, result.output
+    assert "error: directory does not exist" in result.stderr and "error: /save needs a file name" in result.stderr
+    assert "chatting about short.mp4: 0:20 of video" in result.stderr
