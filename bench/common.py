@@ -14,24 +14,33 @@ OUT = Path(__file__).resolve().parent / "out"
 FRAME_SIDE = 168  # 168x168 frames: 6x6 = 36 visual tokens per 2-frame step
 
 
-def bench_model() -> Path:
-    """Hidden 512, 8 layers, 8 heads, 4 KV heads: 16 KiB of fp32 KV per token, ~60 MB of weights.
+# Text-model shapes: "kv" makes the KV cache dominate memory (16 KiB of fp32 KV per token, ~60 MB
+# of weights); "7b" has the layer shape of Qwen2.5-VL-7B (hidden 3584, 4 KV heads of 128) but 2 layers,
+# so per-layer ratios such as compression time / prefill time are those of the real model.
+SHAPES = {
+    "kv": dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=8,
+               num_key_value_heads=4, mrope_section=[8, 12, 12]),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=2, num_attention_heads=28,
+               num_key_value_heads=4, mrope_section=[16, 24, 24]),
+}
 
-    Built from the tiny checkpoint's processor and config (same code path as a preset), scaled up.
-    """
+
+def bench_model(shape: str = "kv") -> Path:
+    """A random Qwen2.5-VL of the given text shape, built from the tiny checkpoint's processor and config."""
     from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    target = OUT / "qwen2_5_vl-h512-l8"
+    dims = dict(SHAPES[shape])
+    target = OUT / f"qwen2_5_vl-{shape}"
     if (target / "config.json").is_file():
         return target
     tiny = ensure_tiny_checkpoint("qwen2_5_vl")
     config = AutoConfig.from_pretrained(tiny)
     text = config.text_config
-    text.hidden_size, text.intermediate_size = 512, 1024
-    text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads = 8, 8, 4
-    text.layer_types = ["full_attention"] * 8
-    text.rope_parameters["mrope_section"] = [8, 12, 12]  # head_dim 64 -> 32 frequencies
-    config.vision_config.out_hidden_size = 512
+    text.rope_parameters["mrope_section"] = dims.pop("mrope_section")
+    for key, value in dims.items():
+        setattr(text, key, value)
+    text.layer_types = ["full_attention"] * text.num_hidden_layers
+    config.vision_config.out_hidden_size = text.hidden_size
     torch.manual_seed(0)
     scratch = target.with_suffix(".tmp")
     shutil.rmtree(scratch, ignore_errors=True)
