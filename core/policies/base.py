@@ -65,13 +65,14 @@ def select_forced_then_topk(
     """
     if keep > scores.shape[-1]:
         raise ValueError(f"cannot keep {keep} of {scores.shape[-1]} tokens")
-    # Two stable sorts: by score (descending), then forced first. A forced token therefore
-    # always outranks any score, even +inf, and equal scores keep their original order.
-    by_score = torch.sort(scores, dim=-1, descending=True, stable=True).indices
-    unforced = (~forced).gather(-1, by_score).to(torch.uint8)
-    by_forced = torch.sort(unforced, dim=-1, stable=True).indices
-    chosen = by_score.gather(-1, by_forced)[..., :keep]
-    return torch.sort(chosen, dim=-1).values
+    # Forced tokens rank at +inf, every score is clamped below that, and one stable sort ranks
+    # the rest: a forced token outranks any score, and equal scores keep their original order.
+    finite = scores.clamp(max=torch.finfo(scores.dtype).max)
+    ranked = finite.masked_fill(forced, float("inf"))
+    chosen = torch.sort(ranked, dim=-1, descending=True, stable=True).indices[..., :keep]
+    # Back to original order without a second sort: mark the chosen slots, read them in order.
+    marked = torch.zeros_like(forced).scatter_(-1, chosen, True)
+    return marked.nonzero()[:, -1].view(*scores.shape[:-1], keep)
 
 
 def scoring_dtype(tensor: torch.Tensor) -> torch.dtype:

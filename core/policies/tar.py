@@ -45,13 +45,17 @@ def tar_scores(
     # the per-cell sum of unit recent keys, divided by how many recent frames hold that cell.
     # Older tokens are scattered into a spare cell (index `cells`) that is then dropped.
     target = torch.where(recent, cell, torch.full_like(cell, cells))  # [heads, tokens]
-    recent_sum = unit.new_zeros(heads, cells + 1, dim)
-    recent_sum.scatter_add_(1, target.unsqueeze(-1).expand(-1, -1, dim), unit)
-    recent_count = unit.new_zeros(heads, cells + 1)
-    recent_count.scatter_add_(1, target, recent.to(unit.dtype))
+    # Rows of a flattened [heads * (cells + 1), dim] table: index_add_/index_select copy whole
+    # rows, far faster than scatter/gather with an index expanded over dim.
+    row_base = torch.arange(heads, device=keys.device).unsqueeze(1) * (cells + 1)  # [heads, 1]
+    recent_sum = unit.new_zeros(heads * (cells + 1), dim)
+    recent_sum.index_add_(0, (target + row_base).reshape(-1), unit.reshape(-1, dim))
+    recent_count = unit.new_zeros(heads * (cells + 1))
+    recent_count.index_add_(0, (target + row_base).reshape(-1), recent.reshape(-1).to(unit.dtype))
 
-    at_cell = recent_sum.gather(1, cell.unsqueeze(-1).expand(-1, -1, dim))  # [heads, tokens, dim]
-    count = recent_count.gather(1, cell)  # [heads, tokens]
+    rows_of_cell = (cell + row_base).reshape(-1)
+    at_cell = recent_sum.index_select(0, rows_of_cell).view(heads, tokens, dim)
+    count = recent_count.index_select(0, rows_of_cell).view(heads, tokens)
     similarity = (unit * at_cell).sum(dim=-1) / count.clamp(min=1)
     scores = -similarity
     return scores.masked_fill(recent | (count == 0), 0.0)
