@@ -1,7 +1,8 @@
 """From a video file to a streamed session: the glue the CLI and library users call.
 
-Everything that can be checked without a model (the file, the window, the settings) is
-checked before the model is loaded, so a typo costs milliseconds, not a model load.
+Everything that can be checked without the model's weights (the file, the window, the settings,
+the budget against the model's token grid) is checked before they load, so a typo costs
+milliseconds, not a model load.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infinipot.adapters import Adapter, load_adapter
-from infinipot.budget import parse_budget
+from infinipot.adapters import Adapter, ModelGeometry, load_adapter, load_geometry, load_processor
+from infinipot.budget import StreamPlan, parse_budget, plan_stream
 from infinipot.engine import FrameBatch, Progress, Session, StreamStats
 from infinipot.errors import InfinipotError
 from infinipot.presets import Preset
@@ -35,9 +36,32 @@ class PreparedVideo:
     plan: FramePlan
 
 
-def prepare_video(request: VideoRequest, preset: Preset, frame_multiple: int = 2) -> PreparedVideo:
-    """Probe the file and choose the frames; raises InfinipotError on any bad input."""
+@dataclass(frozen=True)
+class StreamSetup:
+    """Everything decided before the model's weights load: a bad input has failed by now."""
+
+    preset: Preset  # with the budget resolved to tokens
+    video: PreparedVideo
+    geometry: ModelGeometry
+    plan: StreamPlan
+    processor: object  # the model's processor, loaded once and reused by the adapter
+
+
+def setup_stream(request: VideoRequest, preset: Preset, budget: str | None = None) -> StreamSetup:
+    """Probe the video, read the model's geometry (no weights), resolve the budget, check the plan."""
     info = probe(request.path)
+    processor = load_processor(preset)
+    shape = load_geometry(preset, info.height, info.width, processor)
+    preset = resolve_budget(preset, budget, shape.kv_bytes_per_token)
+    video = prepare_video(request, preset, info, shape.frame_multiple)
+    plan = plan_stream(preset.compression(), shape.tokens_per_frame, shape.frame_multiple)
+    return StreamSetup(preset, video, shape, plan, processor)
+
+
+def prepare_video(request: VideoRequest, preset: Preset, info: VideoInfo | None = None,
+                  frame_multiple: int = 2) -> PreparedVideo:
+    """Probe the file (unless `info` is given) and choose the frames; InfinipotError on bad input."""
+    info = info or probe(request.path)
     fps = request.fps if request.fps is not None else preset.fps
     plan = plan_frames(info, fps, request.start, request.end, request.max_frames, frame_multiple=frame_multiple)
     if plan.frames == 0:
@@ -45,17 +69,11 @@ def prepare_video(request: VideoRequest, preset: Preset, frame_multiple: int = 2
     return PreparedVideo(info, plan)
 
 
-def resolve_budget(preset: Preset, budget: str | None, adapter: Adapter | None = None) -> Preset:
-    """Apply a --budget given as tokens ('6000', '6k') or memory ('2GiB') to the preset."""
+def resolve_budget(preset: Preset, budget: str | None, bytes_per_token: int | None = None) -> Preset:
+    """Apply a --budget given as tokens ('6000', '6k') or memory ('2GiB', needs bytes_per_token)."""
     if budget is None:
         return preset
-    bytes_per_token = adapter.kv_bytes_per_token() if adapter is not None else None
-    try:
-        tokens = parse_budget(budget, bytes_per_token)
-    except InfinipotError:
-        if adapter is None:  # memory budgets need the model; tokens are checked now
-            return preset
-        raise
+    tokens = parse_budget(budget, bytes_per_token)
     if tokens <= 0:
         raise InfinipotError(f"budget must be positive, got {budget!r}: pass e.g. --budget 6000 or --budget 2GiB")
     return preset.with_overrides(budget=tokens)

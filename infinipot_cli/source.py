@@ -69,14 +69,8 @@ def open_source(options: StreamOptions, preset_given: bool, show: bool) -> Opene
     """Load the cache file, or stream the video, named by `options.video`."""
     if looks_like_cache(options.video):
         return _open_cache(options, preset_given, show)
-    from infinipot.pipeline import VideoRequest, prepare_video, resolve_budget
-
-    preset = options.resolve_preset()
-    video = prepare_video(VideoRequest(options.video, options.fps, options.start, options.end, options.max_frames),
-                          preset)
-    session, _ = stream_with_display(options, show)
-    preset = resolve_budget(preset, options.budget, session.adapter)
-    return Opened(session, Provenance(preset, describe_video(video)), from_cache=False)
+    session, _, setup = stream_with_display(options, show)
+    return Opened(session, Provenance(setup.preset, describe_video(setup.video)), from_cache=False)
 
 
 def _open_cache(options: StreamOptions, preset_given: bool, show: bool) -> Opened:

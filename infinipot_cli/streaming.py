@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infinipot.engine import Session, StreamStats
-from infinipot.pipeline import VideoRequest, open_session, prepare_video, resolve_budget, stream_video
+from infinipot.pipeline import StreamSetup, VideoRequest, open_session, setup_stream, stream_video
 from infinipot.presets import Preset, load_preset
 from infinipot_cli.app import err
 from infinipot_cli.render import StreamDisplay
@@ -30,32 +30,30 @@ class StreamOptions:
     positions: str | None = None  # original | compact; None: the preset's
 
     def resolve_preset(self) -> Preset:
-        preset = load_preset(self.preset).with_overrides(
+        """The preset with this command's overrides (the budget is resolved later, with the model's geometry)."""
+        return load_preset(self.preset).with_overrides(
             policy=self.policy, keep_ratio=self.keep_ratio, recent_ratio=self.recent, tar_ratio=self.tar_ratio,
             pooling=self.pooling, fps=self.fps, positions=self.positions,
         )
-        return resolve_budget(preset, self.budget)
 
 
-def stream_with_display(options: StreamOptions, show: bool) -> tuple[Session, StreamStats]:
-    """Check everything that needs no model, load the model, stream the video with a progress display."""
+def stream_with_display(options: StreamOptions, show: bool) -> tuple[Session, StreamStats, StreamSetup]:
+    """Check every input without loading weights, load the model, stream the video with a progress display."""
     from infinipot.adapters import load_adapter, resolve_device
 
-    preset = options.resolve_preset()
-    video = prepare_video(
-        VideoRequest(options.video, options.fps, options.start, options.end, options.max_frames), preset
-    )
     resolve_device(options.device)
+    request = VideoRequest(options.video, options.fps, options.start, options.end, options.max_frames)
+    setup = setup_stream(request, options.resolve_preset(), options.budget)
+    preset = setup.preset
     if show:
         with err.status(f"loading {preset.model} ...", spinner="dots"):
-            adapter = load_adapter(preset, options.device)
+            adapter = load_adapter(preset, options.device, setup.processor)
     else:
-        adapter = load_adapter(preset, options.device)
-    preset = resolve_budget(preset, options.budget, adapter)  # memory budgets need the model's KV size
+        adapter = load_adapter(preset, options.device, setup.processor)
     session = open_session(preset, adapter=adapter)
     if not show:
-        return session, stream_video(session, video)
-    display = StreamDisplay(err, adapter.kv_bytes_per_token())
+        return session, stream_video(session, setup.video), setup
+    display = StreamDisplay(err, setup.geometry.kv_bytes_per_token)
     with display.running():
-        stats = stream_video(session, video, display.update)
-    return session, stats
+        stats = stream_video(session, setup.video, display.update)
+    return session, stats, setup

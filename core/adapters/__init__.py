@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
 from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.adapters.geometry import ModelGeometry, geometry
 from infinipot.adapters.llava import FAMILIES as LLAVA_FAMILIES
 from infinipot.adapters.llava import LlavaAdapter
 from infinipot.adapters.qwen import QwenAdapter
@@ -46,29 +49,58 @@ def model_source(preset: Preset) -> str:
     return preset.model
 
 
-def load_adapter(preset: Preset, device: str = "auto") -> Adapter:
-    """Load the preset's model and processor and wrap them in the family's adapter."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    target = resolve_device(device)
-    source = model_source(preset)
+@contextmanager
+def _loading(preset: Preset) -> Iterator[None]:
+    """One clear line when the files of a model cannot be had."""
     try:
-        processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForImageTextToText.from_pretrained(
-            source, dtype=getattr(torch, preset.dtype), attn_implementation=preset.attn_implementation
-        )
+        yield
     except (OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InfinipotError(
             f"could not load model {preset.model!r} ({first_line}): download it first "
             f"(`hf download {preset.model}`) or point the preset's `model` to a local directory"
         ) from error
-    found = model.config.model_type
+
+
+def load_processor(preset: Preset):
+    from transformers import AutoProcessor
+
+    with _loading(preset):
+        return AutoProcessor.from_pretrained(model_source(preset))
+
+
+def load_geometry(preset: Preset, height: int, width: int, processor=None) -> ModelGeometry:
+    """Token grid, frame multiple and KV bytes per token from the config and processor: no weights."""
+    from transformers import AutoConfig
+
+    with _loading(preset):
+        config = AutoConfig.from_pretrained(model_source(preset))
+    _check_family(preset, config.model_type)
+    processor = processor or load_processor(preset)
+    return geometry(config, processor, getattr(torch, preset.dtype), height, width,
+                    preset.min_pixels, preset.max_pixels)
+
+
+def _check_family(preset: Preset, found: str) -> None:
     if found != preset.family:
         raise InfinipotError(
             f"preset {preset.name!r} says family {preset.family!r} but {preset.model!r} is a {found!r} model: "
             "fix the preset's `family`"
         )
+
+
+def load_adapter(preset: Preset, device: str = "auto", processor=None) -> Adapter:
+    """Load the preset's model and processor and wrap them in the family's adapter."""
+    from transformers import AutoModelForImageTextToText
+
+    target = resolve_device(device)
+    processor = processor or load_processor(preset)
+    with _loading(preset):
+        model = AutoModelForImageTextToText.from_pretrained(
+            model_source(preset), dtype=getattr(torch, preset.dtype), attn_implementation=preset.attn_implementation
+        )
+    found = model.config.model_type
+    _check_family(preset, found)
     model.to(target).eval()
     logger.info("loaded %s (%s) on %s", preset.model, preset.dtype, target)
     if found in LLAVA_FAMILIES:  # frames are resized to the vision tower's square: no pixel limits
@@ -76,4 +108,7 @@ def load_adapter(preset: Preset, device: str = "auto") -> Adapter:
     return QwenAdapter(model, processor, preset.model, preset.min_pixels, preset.max_pixels)
 
 
-__all__ = ["Adapter", "EncodedChunk", "PromptParts", "QwenAdapter", "LlavaAdapter", "load_adapter", "resolve_device", "DEVICES"]
+__all__ = [
+    "DEVICES", "Adapter", "EncodedChunk", "LlavaAdapter", "ModelGeometry", "PromptParts", "QwenAdapter",
+    "load_adapter", "load_geometry", "load_processor", "resolve_device",
+]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from infinipot.adapters.geometry import kv_bytes_per_token
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
@@ -75,8 +76,7 @@ class Adapter(ABC):
 
     def kv_bytes_per_token(self) -> int:
         """Bytes one cached token costs across all layers and KV heads (keys and values)."""
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return self.num_layers * self.kv_heads * self.head_dim * 2 * itemsize
+        return kv_bytes_per_token(self.model.config, self.dtype)
 
     @abstractmethod
     def frame_multiple(self) -> int:

@@ -21,12 +21,12 @@ sequence and would mask across it.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
 
 from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.adapters.geometry import llava_grid
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
@@ -47,20 +47,10 @@ class LlavaAdapter(Adapter):
             raise InfinipotError(f"{model_id} is a {self.family!r} model, not one of {', '.join(FAMILIES)}")
         self.video_token_id = int(model.config.video_token_id)
         self.closes_with_newline = self.family == "llava_onevision"
-        self.grid = self._pooled_grid()
+        self.grid = llava_grid(model.config)
         self._prefix_ids: torch.Tensor | None = None  # [1, prefix] long
         self._next_position = 0  # position of the next video token
         self._frames = 0  # frames streamed so far (the next frame's index)
-
-    def _pooled_grid(self) -> tuple[int, int]:
-        """(rows, cols) of one frame after the family's pooling, from the model config."""
-        vision = self.model.config.vision_config
-        side = vision.image_size // vision.patch_size
-        if self.closes_with_newline:  # apply_pooling: bilinear to ceil(side / 2)
-            pooled = math.ceil(side / 2)
-        else:  # LlavaNextVideoPooler: AvgPool2d / conv with kernel = stride
-            pooled = side // self.model.config.spatial_pool_stride
-        return pooled, pooled
 
     # --- geometry -------------------------------------------------------------------------
     def frame_multiple(self) -> int:

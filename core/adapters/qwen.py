@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.adapters.geometry import qwen_grid
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
@@ -50,16 +51,8 @@ class QwenAdapter(Adapter):
     def frame_multiple(self) -> int:
         return self.temporal_patch_size
 
-    def resized(self, height: int, width: int) -> tuple[int, int]:
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-        factor = self.patch_size * self.merge_size
-        return smart_resize(height, width, factor=factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-
     def tokens_per_frame(self, height: int, width: int) -> tuple[int, int]:
-        h, w = self.resized(height, width)
-        factor = self.patch_size * self.merge_size
-        return h // factor, w // factor
+        return qwen_grid(self.processor.video_processor, height, width, self.min_pixels, self.max_pixels)
 
     # --- prompt ---------------------------------------------------------------------------
     def _render(self, question: str) -> tuple[str, str]:
