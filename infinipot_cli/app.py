@@ -72,6 +72,7 @@ def _quiet_libraries(debug: bool) -> None:
         return
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
 
 def version_callback(value: bool) -> None:

@@ -14,6 +14,7 @@ from infinipot.adapters.llava import FAMILIES as LLAVA_FAMILIES
 from infinipot.adapters.llava import LlavaAdapter
 from infinipot.adapters.qwen import QwenAdapter
 from infinipot.errors import InfinipotError
+from infinipot.hub import ensure_available
 from infinipot.presets import Preset
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def model_source(preset: Preset) -> str:
         if family not in BUILDERS:
             raise InfinipotError(f"no tiny checkpoint for {family!r}: choose one of {', '.join(BUILDERS)}")
         return str(ensure_tiny_checkpoint(family))
+    ensure_available(preset.model)
     return preset.model
 
 
