@@ -134,3 +134,34 @@ def test_asking_before_streaming_is_refused(adapters):
     adapter.begin_stream(1.0)
     with pytest.raises(InfinipotError, match="no video has been streamed"):
         adapter.question(QUESTION)
+
+
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
+def test_second_chat_turn_matches_one_forward_over_the_conversation(adapters, family):
+    """The kept answer plus the template's follow-up text is what one pass over both turns sees."""
+    adapter = adapters(family)
+    frames = random_frames(4, seed=5)
+    inputs = one_shot_inputs(adapter, frames)
+    prompt_len = inputs["input_ids"].shape[1]
+    eos = adapter.eos_token_ids()
+    with torch.no_grad():
+        generated = adapter.model.generate(**inputs, do_sample=False, max_new_tokens=6)[0, prompt_len:].tolist()
+    answer_ids = generated[: next((i for i, token in enumerate(generated) if token in eos), len(generated))]
+    session = stream(adapter, frames, 2, CompressionSettings(policy="full"))
+    first = session.chat(QUESTION, max_new_tokens=6)
+    assert first.tokens == len(answer_ids) > 0
+
+    follow = adapter.follow_up("And then?", session.next_turn_position[:, -1])
+    expected_tail = {"llava_onevision": "<|im_end|><|im_start|>user \nAnd then?<|im_end|><|im_start|>assistant\n",
+                     "llava_next_video": "USER: And then? ASSISTANT:"}[family]
+    assert adapter.tokenizer.decode(follow.ids[0]).strip() == expected_tail.strip()
+    ids = torch.cat([inputs["input_ids"][0], torch.tensor(answer_ids), follow.ids[0]]).unsqueeze(0)
+    extra = {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        reference = adapter.model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0, -1]
+    length = session.cache.seq_length()
+    streamed = adapter.forward(adapter.embed_ids(follow.ids), follow.positions, session.cache.kv)
+    session.cache.truncate(length)
+    assert (streamed - reference).abs().max().item() <= 1e-4
+    second = session.chat("And then?", max_new_tokens=4)
+    assert len(session.turns) == 2 and second.tokens > 0
