@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +76,28 @@ class FrameChunk:
     first: int  # index of this chunk's first frame within the plan (0-based)
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what FFmpeg and decord's C++ print on file descriptor 2 while a file is opened.
+
+    A bad file makes them print their own lines ("moov atom not found", "ERROR opening") before
+    ours; Python cannot catch those, so the descriptor itself is pointed at /dev/null meanwhile.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _open_reader(path: Path) -> decord.VideoReader:
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECODER_THREADS)
+        with _native_stderr_silenced():
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECODER_THREADS)
     except _DECODE_ERRORS as err:
         log.debug("decord could not open %s: %s", path, err)
         raise InfinipotError(

@@ -360,3 +360,14 @@ def test_synthetic_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
         synthetic_main([str(out), "--fps", "0"])
     assert exit_info.value.code == 1
     assert "fps must be positive" in capsys.readouterr().err
+
+
+def test_bad_file_leaves_no_native_noise_on_stderr(tmp_path, capfd):
+    """FFmpeg and decord print their own lines for a bad file; only our one-line error may reach the user."""
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video\n")
+    with pytest.raises(InfinipotError, match="cannot decode video"):
+        probe(fake)
+    captured = capfd.readouterr()
+    assert "moov atom" not in captured.err and "ERROR opening" not in captured.err
+    assert captured.err == ""
