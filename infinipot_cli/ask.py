@@ -19,7 +19,7 @@ from infinipot.errors import InfinipotError
 from infinipot.questions import Accuracy, QuestionEntry, Result, read_questions, score
 from infinipot_cli.app import Debug, app, err, handles_errors, out
 from infinipot_cli.batch import ResultWriter, accuracy_table, check_output, report_problems, result_line, run_questions
-from infinipot_cli.render import format_bytes
+from infinipot_cli.render import format_bytes, plural
 from infinipot_cli.source import (
     BudgetOption, DeviceOption, EndOption, FpsOption, KeepRatioOption, MaxFramesOption, MaxNewTokensOption, Opened,
     PolicyOption, PoolingOption, PositionsOption, PresetOption, RecentOption, SeedOption, StartOption,
@@ -181,5 +181,5 @@ def summary_line(opened: Opened) -> str:
     return (
         f"{origin}{stats.frames} frames, {stats.video_seconds:.0f} s of video, {stats.visual_tokens_seen:,} visual "
         f"tokens seen, peak cache {stats.peak_cached_tokens:,} tokens (budget {stats.budget_tokens:,}, policy "
-        f"{session.settings.policy}), {stats.compressions} compressions"
+        f"{session.settings.policy}), {plural(stats.compressions, 'compression')}"
     )

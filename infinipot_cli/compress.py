@@ -12,7 +12,7 @@ import typer
 from infinipot.cache_file import check_writable, looks_like_cache, save_session
 from infinipot.errors import InfinipotError
 from infinipot_cli.app import Debug, app, err, handles_errors, out
-from infinipot_cli.render import format_bytes, format_seconds
+from infinipot_cli.render import format_bytes, format_seconds, plural
 from infinipot_cli.source import (
     BudgetOption, DeviceOption, EndOption, FpsOption, KeepRatioOption, MaxFramesOption, PolicyOption, PoolingOption,
     PositionsOption, PresetOption, RecentOption, StartOption, TarRatioOption, open_source, same_file, stream_options,
@@ -69,7 +69,7 @@ def compress_command(
             f"{stats.frames} frames ({format_seconds(stats.video_seconds)} of video), "
             f"{stats.visual_tokens_seen:,} visual tokens seen, {session.cache.visual_tokens:,} kept per layer and head "
             f"(budget {session.settings.budget_tokens:,}, policy {session.settings.policy}), "
-            f"{stats.compressions} compressions",
+            f"{plural(stats.compressions, 'compression')}",
             highlight=False,
         )
     out.print(f"wrote {output} ({format_bytes(size)}) in {elapsed:.1f} s", highlight=False)

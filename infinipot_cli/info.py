@@ -13,7 +13,7 @@ from rich.table import Table
 
 from infinipot.cache_file import CacheHeader, read_header, verify
 from infinipot_cli.app import Debug, app, handles_errors, out
-from infinipot_cli.render import format_bytes, format_seconds
+from infinipot_cli.render import format_bytes, format_seconds, plural
 
 
 @app.command("info")
@@ -64,7 +64,7 @@ def info_panel(header: CacheHeader, verified: bool) -> Panel:
     if video.get("start") is not None and video.get("end") is not None:
         window = f" ({format_seconds(video['start'])}–{format_seconds(video['end'])} at {video.get('fps', 0):g} fps)"
     row("covered", f"{stats['frames']:,} frames, {format_seconds(stats['video_seconds'])} of video{window}")
-    row("stream", f"{stats['visual_tokens_seen']:,} visual tokens seen, {stats['compressions']} compressions, "
+    row("stream", f"{stats['visual_tokens_seen']:,} visual tokens seen, {plural(stats['compressions'], 'compression')}, "
         f"{stats['tokens_evicted']:,} evicted")
     row("kept per layer", _kept(layout))
     row("cache", f"{layout['layers']} layers × {layout['kv_heads']} KV heads × {layout['head_dim']} dims, "
