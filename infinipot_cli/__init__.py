@@ -1,0 +1,1 @@
+"""The `infinipot` command line: a thin Typer shell over the `infinipot` library."""
