@@ -41,7 +41,7 @@ class BudgetedCache:
         cache = cls(len(layouts), layouts[0].heads, layouts[0].position.shape[-1])
         for index, (layer_keys, layer_values) in enumerate(zip(keys, values)):
             cache.kv.update(layer_keys, layer_values, index)
-        cache.layouts = list(layouts)
+        cache.layouts = [layout.to(layer_keys.device) for layout, layer_keys in zip(layouts, keys)]
         cache.prefix_len = prefix_len
         return cache
 
@@ -64,8 +64,10 @@ class BudgetedCache:
 
     def add_chunk(self, chunk: ChunkLayout) -> None:
         """Record the layout of a chunk that was just prefilled into every layer."""
-        fresh = VisualLayout.for_chunk(self.kv_heads, chunk)
-        self.layouts = [layout.append(fresh) for layout in self.layouts]
+        # Layouts live beside the keys (policies index keys with them), so a GPU cache keeps them on the GPU.
+        device = self.kv.layers[0].keys.device
+        fresh = VisualLayout.for_chunk(self.kv_heads, chunk).to(device)
+        self.layouts = [layout.to(device).append(fresh) for layout in self.layouts]
 
     def compress(self, policy: Policy, keep: int, settings: PolicySettings) -> CompressionResult:
         """Keep `keep` visual tokens per layer and head, chosen by `policy`.
