@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from helpers import until_eos
 from infinipot import cache_file
 from infinipot.budget import CompressionSettings
 from infinipot.cache_file import Provenance, load_session, read_header, save_session, verify
@@ -320,7 +321,7 @@ def test_second_turn_matches_one_forward_over_the_whole_conversation(adapters):
     with torch.no_grad():
         generated = adapter.model.generate(**inputs, do_sample=False, max_new_tokens=6)[0, prompt_len:].tolist()
     eos = adapter.eos_token_ids()
-    answer_ids = generated[: next((i for i, token in enumerate(generated) if token in eos), len(generated))]
+    answer_ids = until_eos(generated, eos)
     session = streamed_session(adapter, video, sample_fps, 2, CompressionSettings(policy="full"))
     first = session.chat(QUESTION, max_new_tokens=6)
     assert first.tokens == len(answer_ids) > 0
@@ -340,7 +341,7 @@ def test_second_turn_matches_one_forward_over_the_whole_conversation(adapters):
     streamed_logits = adapter.forward(adapter.embed_ids(follow.ids), follow.positions, session.cache.kv)
     session.cache.truncate(length)
     assert (streamed_logits - reference).abs().max().item() <= 1e-4
-    expected = expected[: next((i for i, token in enumerate(expected) if token in eos), len(expected))]
+    expected = until_eos(expected, eos)
     second = session.chat("And then?", max_new_tokens=6)
     assert second.text == adapter.tokenizer.decode(expected, skip_special_tokens=True).strip()
 

@@ -9,22 +9,13 @@ from typer.testing import CliRunner
 
 from infinipot_cli import ask  # noqa: F401  registers `ask`
 from infinipot_cli.app import app
+from helpers import assert_one_line_error
 
 runner = CliRunner()
 
 
 def invoke(*args: str):
     return runner.invoke(app, [str(arg) for arg in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error:")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_ask_two_questions_streams_answers(short_video):

@@ -12,6 +12,7 @@ from infinipot import cache_file
 from infinipot.engine import Answer, Session
 from infinipot_cli import ask, chat, compress, info  # noqa: F401  registers the commands
 from infinipot_cli.app import app
+from helpers import assert_one_line_error
 
 runner = CliRunner()
 TINY = ("--preset", "tiny", "--budget", "96", "--device", "cpu")
@@ -19,16 +20,6 @@ TINY = ("--preset", "tiny", "--budget", "96", "--device", "cpu")
 
 def invoke(*args, input: str | None = None):
     return runner.invoke(app, [str(arg) for arg in args], input=input)
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("error:")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

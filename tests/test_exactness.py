@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers.video_utils import VideoMetadata
 
+from helpers import until_eos
 from infinipot.budget import CompressionSettings
 from infinipot.engine import FrameBatch, Session
 from infinipot.policies import POLICY_NAMES
@@ -95,11 +96,7 @@ def test_exact_greedy_answer_matches_generate(adapters, family):
         assert int(adapter.answer_position(prompt).max()) > int(prompt.positions.max()) + 1
     answer = session.ask(QUESTION, max_new_tokens=10)
     eos = adapter.eos_token_ids()
-    expected_ids = []
-    for token in expected.tolist():
-        if token in eos:
-            break
-        expected_ids.append(token)
+    expected_ids = until_eos(expected.tolist(), eos)
     expected_text = adapter.tokenizer.decode(expected_ids, skip_special_tokens=True).strip()
     assert answer.tokens == len(expected_ids) and answer.tokens > 0
     assert answer.text == expected_text

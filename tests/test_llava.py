@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers.video_utils import VideoMetadata
 
+from helpers import until_eos
 from infinipot.budget import CompressionSettings
 from infinipot.engine import FrameBatch, Session
 from infinipot.errors import InfinipotError
@@ -85,11 +86,7 @@ def test_exact_greedy_answer_matches_generate(adapters, family):
     session = stream(adapter, frames, 2, CompressionSettings(policy="full"))
     answer = session.ask(QUESTION, max_new_tokens=10)
     eos = adapter.eos_token_ids()
-    expected_ids = []
-    for token in expected.tolist():
-        if token in eos:
-            break
-        expected_ids.append(token)
+    expected_ids = until_eos(expected.tolist(), eos)
     assert answer.tokens == len(expected_ids) > 0
     assert answer.text == adapter.tokenizer.decode(expected_ids, skip_special_tokens=True).strip()
 
@@ -146,7 +143,7 @@ def test_second_chat_turn_matches_one_forward_over_the_conversation(adapters, fa
     eos = adapter.eos_token_ids()
     with torch.no_grad():
         generated = adapter.model.generate(**inputs, do_sample=False, max_new_tokens=6)[0, prompt_len:].tolist()
-    answer_ids = generated[: next((i for i, token in enumerate(generated) if token in eos), len(generated))]
+    answer_ids = until_eos(generated, eos)
     session = stream(adapter, frames, 2, CompressionSettings(policy="full"))
     first = session.chat(QUESTION, max_new_tokens=6)
     assert first.tokens == len(answer_ids) > 0
