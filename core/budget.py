@@ -39,10 +39,9 @@ class CompressionSettings:
             raise InfinipotError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICY_NAMES)}")
         if self.budget_tokens <= 0:
             raise InfinipotError(f"budget must be positive, got {self.budget_tokens}: pass e.g. --budget 6000")
-        for name in ("keep_ratio", "recent_ratio", "tar_ratio"):
+        for name, flag in (("keep_ratio", "--keep-ratio"), ("recent_ratio", "--recent"), ("tar_ratio", "--tar-ratio")):
             value = getattr(self, name)
             if not 0 < value <= 1:
-                flag = "--" + name.replace("_ratio", "-ratio").replace("recent-ratio", "recent")
                 raise InfinipotError(f"{name} must be in (0, 1], got {value}: fix {flag}")
         if self.pooling not in POOLINGS:
             raise InfinipotError(f"unknown pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")

@@ -231,8 +231,7 @@ class Session:
 
         A conversation in progress (see `chat`) is forgotten first.
         """
-        if not question.strip():
-            raise InfinipotError("the question is empty: ask something about the video")
+        _check_question(question)
         self.reset()
         pieces = self._generate(self.adapter.question(question), max_new_tokens, temperature, seed)
         return self._collect(question, pieces, on_text)
@@ -246,8 +245,7 @@ class Session:
         on_text: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer `question` after the earlier turns and keep this turn in the cache (`reset` forgets them)."""
-        if not question.strip():
-            raise InfinipotError("the question is empty: ask something about the video")
+        _check_question(question)
         if self.turns:
             prompt = self.adapter.follow_up(question, self.next_turn_position[:, -1])
         else:
@@ -309,6 +307,11 @@ class Session:
         finally:
             if not kept:
                 self.cache.truncate(length)
+
+
+def _check_question(question: str) -> None:
+    if not question.strip():
+        raise InfinipotError("the question is empty: ask something about the video")
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
