@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
+from infinipot.answer import Answer
 from infinipot.budget import CompressionSettings, StreamPlan, plan_stream
 from infinipot.cache import BudgetedCache
 from infinipot.errors import InfinipotError
@@ -57,14 +58,6 @@ class Progress:
     cached_tokens: int
     budget_tokens: int
     compressions: int
-
-
-@dataclass(frozen=True)
-class Answer:
-    question: str
-    text: str
-    tokens: int
-    seconds: float
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from infinipot.engine import Answer, Session
+from infinipot.answer import Answer
+from infinipot.engine import Session
 from infinipot.errors import InfinipotError
 
 KINDS = {".txt": "txt", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}

@@ -1,0 +1,13 @@
+"""An answer as the session returns it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    tokens: int  # generated tokens, the stop token not counted
+    seconds: float  # time spent generating
