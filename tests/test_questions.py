@@ -1,13 +1,21 @@
-"""Question files: each kind parses with line numbers, malformed entries are reported; prompts; scoring."""
+"""Question files: each kind parses with line numbers, malformed entries are reported; times; hostile
+files refused in one line; prompts; scoring and accuracy by category."""
 
 from __future__ import annotations
 
+import codecs
+import os
+import signal
+import time
+from contextlib import contextmanager
+
 import pytest
 
-from infinipot.engine import Answer
+from infinipot.answer import Answer
+from infinipot.bench_input import parse_time
 from infinipot.errors import InfinipotError
 from infinipot.questions import (
-    CHOICE_INSTRUCTION, Accuracy, QuestionEntry, format_prompt, parse_choice, read_questions, score,
+    CHOICE_INSTRUCTION, Accuracy, QuestionEntry, format_prompt, parse_choice, read_questions, run_batch, score,
 )
 
 
@@ -22,7 +30,8 @@ def test_txt_one_question_a_line(tmp_path):
     parsed = read_questions(path)
     assert [(e.id, e.question, e.line) for e in parsed.entries] == [
         (1, "What happened?", 1), (4, "Where is the square?", 4), (6, "Why?", 6)]
-    assert [(p.line, p.message) for p in parsed.problems] == [(5, "not UTF-8 text")]
+    assert [p.line for p in parsed.problems] == [5]
+    assert parsed.problems[0].message.startswith("not UTF-8 text (byte 0xff") and parsed.problems[0].where == "line 5"
 
 
 JSONL = "\n".join([
@@ -47,9 +56,10 @@ def test_jsonl_entries_and_malformed_lines(tmp_path):
     entries = {entry.id: entry for entry in parsed.entries}
     assert list(entries) == ["q1", 2, 9, "q11"]
     first = entries["q1"]
-    assert first.options == ("red", "blue", "green") and first.answer == "B" and first.category == "color"
+    assert first.options == ("red", "blue", "green") and first.answer == "B"
+    assert first.categories == {"category": "color"} and first.category == "color" and first.scoring == "choice"
     assert first.extra == {"video_id": "v7"} and first.line == 1
-    assert entries[2].answer == "It moved." and entries[2].options == ()
+    assert entries[2].answer == "It moved." and entries[2].options == () and entries[2].scoring == "exact"
     assert entries[9].question == "Just a question string?"
     assert entries["q11"].options == ("a dog", "a cat") and entries["q11"].answer == "B"
     problems = {problem.line: problem.message for problem in parsed.problems}
@@ -132,33 +142,267 @@ def answer(text: str) -> Answer:
     return Answer("q", text, tokens=3, seconds=0.5)
 
 
-def test_accuracy_overall_and_per_category():
+def test_accuracy_overall_and_per_category_axis():
     choice = dict(options=("red", "blue", "green"))
+    color = {"category": "color"}
     results = [
-        score(QuestionEntry(1, "q", answer="A", category="color", **choice), answer("A")),            # right
-        score(QuestionEntry(2, "q", answer="B", category="color", **choice), answer("The answer is C")),  # wrong
-        score(QuestionEntry(3, "q", answer="C", category="color", **choice), answer("green")),         # right
-        score(QuestionEntry(4, "q", answer="Red", category="words"), answer(" red. ")),                  # right
-        score(QuestionEntry(5, "q", answer="B", **choice), answer("no idea")),                         # wrong
-        score(QuestionEntry(6, "q"), answer("anything")),                                              # not scored
+        score(QuestionEntry(1, "q", answer="A", categories=color, **choice), answer("A")),                # right
+        score(QuestionEntry(2, "q", answer="B", categories=color, **choice), answer("The answer is C")),  # wrong
+        score(QuestionEntry(3, "q", answer="C", categories=color, **choice), answer("green")),            # right
+        score(QuestionEntry(4, "q", answer="Red", categories={"category": "words"}), answer(" red. ")),   # right
+        score(QuestionEntry(5, "q", answer="B", **choice), answer("no idea")),                            # wrong
+        score(QuestionEntry(6, "q"), answer("anything")),                                                 # not scored
+        score(QuestionEntry(7, "q", answer="a bird", scoring="judge"), answer("a plane")),                # for a judge
     ]
-    assert [r.correct for r in results] == [True, False, True, True, False, None]
-    assert [r.choice for r in results] == ["A", "C", "C", None, None, None]
+    assert [r.correct for r in results] == [True, False, True, True, False, None, None]
+    assert [r.choice for r in results] == ["A", "C", "C", None, None, None, None]
     accuracy = Accuracy()
     for result in results:
         accuracy.add(result)
-    assert (accuracy.overall.correct, accuracy.overall.total) == (3, 5)
+    assert (accuracy.overall.correct, accuracy.overall.total, accuracy.unscored) == (3, 5, 2)
     assert accuracy.as_dict() == {
         "overall": {"correct": 3, "total": 5, "accuracy": 0.6},
-        "by_category": {"color": {"correct": 2, "total": 3, "accuracy": 0.6667},
-                        "words": {"correct": 1, "total": 1, "accuracy": 1.0}},
+        "by_category": {"category": {"color": {"correct": 2, "total": 3, "accuracy": 0.6667},
+                                     "words": {"correct": 1, "total": 1, "accuracy": 1.0}}},
+        "unscored": 2,
     }
     assert Accuracy().overall.accuracy == 0.0
 
 
-def test_result_record_carries_the_entry():
-    entry = QuestionEntry("q1", "What color?", ("red", "blue"), "B", "color", 3, {"video_id": "v7"})
-    record = score(entry, answer("B")).record()
-    assert record == {"video_id": "v7", "id": "q1", "question": "What color?", "options": ["red", "blue"],
-                      "category": "color", "answer": "B", "choice": "B", "expected": "B", "correct": True,
-                      "tokens": 3, "seconds": 0.5}
+def test_accuracy_on_several_axes_and_from_result_lines():
+    entries = [
+        QuestionEntry("a", "q", ("x", "y"), "A", categories={"duration": "short", "task_type": "Counting"}),
+        QuestionEntry("b", "q", ("x", "y"), "B", categories={"duration": "long", "task_type": "Counting"}),
+        QuestionEntry("c", "q", ("x", "y"), "A", categories={"duration": "short", "task_type": "OCR"}),
+    ]
+    live, replayed = Accuracy(), Accuracy()
+    for entry, said in zip(entries, ["A", "A", "A"]):
+        result = score(entry, answer(said))
+        live.add(result)
+        replayed.add_record(result.record())
+    assert live.as_dict() == replayed.as_dict()
+    by = live.as_dict()["by_category"]
+    assert list(by) == ["duration", "task_type"]  # the benchmark's own order of axes
+    assert by["duration"] == {"long": {"correct": 0, "total": 1, "accuracy": 0.0},
+                              "short": {"correct": 2, "total": 2, "accuracy": 1.0}}
+    assert by["task_type"]["Counting"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    # each axis adds up to the overall count
+    assert all(sum(t["total"] for t in values.values()) == live.overall.total for values in by.values())
+
+
+def test_result_record_carries_the_entry_and_the_moment():
+    entry = QuestionEntry("q1", "What color?", ("red", "blue"), "B", 3, {"video_id": "v7"},
+                          time=12.0, video="v7.mp4", categories={"category": "color"})
+    moment = {"asked_at": 12.0, "frames_seen": 24, "cached_tokens": 96, "past_end": False, "id": "clobber"}
+    record = score(entry, answer("B"), moment).record()
+    assert record == {"video_id": "v7", "id": "q1", "video": "v7.mp4", "question": "What color?",
+                      "options": ["red", "blue"], "categories": {"category": "color"}, "time": 12.0,
+                      "answer": "B", "choice": "B", "scoring": "choice", "expected": "B", "correct": True,
+                      "tokens": 3, "seconds": 0.5, "asked_at": 12.0, "frames_seen": 24, "cached_tokens": 96,
+                      "past_end": False}
+
+
+def test_judge_entries_keep_the_reference_and_are_not_scored():
+    entry = QuestionEntry(1, "What am I cooking?", answer="Pasta with tomato sauce.", video="v", scoring="judge")
+    result = score(entry, answer("pasta with tomato sauce"))
+    assert result.correct is None
+    record = result.record()
+    assert record["reference"] == "Pasta with tomato sauce." and record["correct"] is None
+    assert "expected" not in record and record["scoring"] == "judge"
+    unanswered = score(QuestionEntry(2, "Why?"), answer("because")).record()
+    assert unanswered["scoring"] == "none" and "correct" not in unanswered and "expected" not in unanswered
+
+
+@pytest.mark.parametrize("expected, said, right", [
+    ("Yes", "Yes.", True), ("Yes", "yes, they are", True), ("No", "Yes", False), ("No", "Not really", False),
+    ("2", "2", True), ("2", "They did it 2 times.", True), ("2", "2 or 3", False), ("12", "twelve", False),
+    ("It moved.", "it moved", True), ("It moved.", "It moved left", False),
+])
+def test_exact_answers(expected, said, right):
+    assert score(QuestionEntry(1, "q", answer=expected), answer(said)).correct is right
+
+
+def test_entry_checks_its_scoring():
+    assert QuestionEntry(1, "q").scoring == "none"
+    assert QuestionEntry(1, "q", ("a", "b")).scoring == "none"  # multiple choice without a known answer
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        QuestionEntry(1, "q", answer="x", scoring="fuzzy")
+    with pytest.raises(ValueError, match="needs an expected answer"):
+        QuestionEntry(1, "q", scoring="judge")
+    with pytest.raises(ValueError, match="multiple choice needs"):
+        QuestionEntry(1, "q", ("a", "b"), "C")
+    assert QuestionEntry(1, "q", video="v.mp4").key == ("v.mp4", "1") and QuestionEntry("x", "q").key == ("", "x")
+
+
+def test_run_batch_asks_every_prompt_from_any_session():
+    class Session:
+        def __init__(self):
+            self.asked = []
+
+        def ask(self, prompt, **options):
+            self.asked.append((prompt, options))
+            return Answer(prompt, "B", 1, 0.1)
+
+    session = Session()
+    entries = [QuestionEntry(1, "Pick", ("x", "y"), "B"), QuestionEntry(2, "Why?")]
+    results = list(run_batch(session, entries, max_new_tokens=4))
+    assert [r.correct for r in results] == [True, None]
+    assert session.asked[0] == (entries[0].prompt, {"max_new_tokens": 4})
+
+
+# --- times ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, seconds", [
+    (12, 12.0), (12.5, 12.5), ("12.5", 12.5), ("01:30", 90.0), ("1:05.25", 65.25), ("00:01:30.5", 90.5),
+    ("2:00:00", 7200.0), ("0", 0.0), (" 00:00:50 ", 50.0), ("75:00", 4500.0),
+])
+def test_times_in_seconds_or_clock_form(value, seconds):
+    assert parse_time(value) == seconds
+
+
+@pytest.mark.parametrize("value, reason", [
+    (-1, "is negative"), ("-0:05", "is not a time"), ("abc", "is not a time"), ("1:75", "is not a time"),
+    ("1:60:00", "is not a time"), (float("nan"), "not a finite time"), ("inf", "not a finite time"),
+    (10 ** 400, "not a finite time"), (True, "is not a time"), (None, "is not a time"), ([1], "is not a time"),
+    ("9" * 5000, "is not a time"),
+])
+def test_bad_times_say_why(value, reason):
+    with pytest.raises(ValueError, match=reason) as caught:
+        parse_time(value)
+    assert len(str(caught.value)) < 160  # never echoes unbounded input
+
+
+def test_times_videos_and_categories_in_question_files(tmp_path):
+    lines = [
+        '{"id": "a", "question": "What now?", "time": "00:01:30.5", "video": "v1.mp4", "category": "live"}',
+        '{"id": "b", "question": "And now?", "time": 12}',
+        '{"id": "c", "question": "Too early?", "time": -3}',
+        '{"id": "d", "question": "When?", "time": "soon"}',
+        '{"id": "e", "question": "Never?", "time": NaN}',
+        '{"id": "f", "question": "Axes?", "categories": {"duration": "short", "task": "OCR"}}',
+        '{"id": "g", "question": "Bad axes?", "categories": ["short"]}',
+    ]
+    parsed = read_questions(write(tmp_path, "q.jsonl", "\n".join(lines)))
+    entries = {entry.id: entry for entry in parsed.entries}
+    assert list(entries) == ["a", "b", "f"]
+    assert (entries["a"].time, entries["a"].video, entries["a"].categories) == (90.5, "v1.mp4", {"category": "live"})
+    assert (entries["b"].time, entries["b"].video) == (12.0, None)
+    assert entries["f"].categories == {"duration": "short", "task": "OCR"} and entries["f"].time is None
+    problems = {p.line: p.message for p in parsed.problems}
+    assert sorted(problems) == [3, 4, 5, 7]
+    assert "`time` -3 is negative" in problems[3] and "'soon' is not a time" in problems[4]
+    assert "not a finite time" in problems[5] and "`categories` must map names to strings" in problems[7]
+
+
+def test_yaml_times_in_clock_form(tmp_path):
+    text = "- question: At ninety seconds?\n  time: '00:01:30'\n- question: Unquoted?\n  time: 01:30\n"
+    parsed = read_questions(write(tmp_path, "q.yaml", text))
+    assert [entry.time for entry in parsed.entries] == [90.0, 90.0]  # YAML reads 01:30 as 90 (base 60)
+
+
+# --- hostile files ----------------------------------------------------------------------------------
+@contextmanager
+def within_seconds(seconds: int):
+    """Fail instead of hanging: the alarm interrupts a blocked open() or read()."""
+    def give_up(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "q.jsonl"
+    os.mkfifo(fifo)
+    with within_seconds(5), pytest.raises(InfinipotError, match=r"is a named pipe \(FIFO\), not a regular file"):
+        read_questions(fifo)
+
+
+def test_directories_and_devices_are_refused_with_their_kind(tmp_path):
+    (tmp_path / "q.txt").mkdir()
+    with pytest.raises(InfinipotError, match="is a directory, not a regular file"):
+        read_questions(tmp_path / "q.txt")
+    device = tmp_path / "null.txt"
+    device.symlink_to(os.devnull)
+    with pytest.raises(InfinipotError, match="is a character device, not a regular file"):
+        read_questions(device)
+    with pytest.raises(InfinipotError, match="question file not found"):
+        read_questions(tmp_path / "missing" / "q.txt")
+
+
+ALIAS_BOMB = """\
+- id: bomb
+  question: &a "lol"
+  options: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  extra: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  more: [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+"""
+
+
+def test_yaml_anchors_and_aliases_are_refused_before_expansion(tmp_path):
+    started = time.perf_counter()
+    with pytest.raises(InfinipotError, match=r"q.yaml:2: YAML anchors and aliases .* are not accepted") as caught:
+        read_questions(write(tmp_path, "q.yaml", ALIAS_BOMB))
+    assert time.perf_counter() - started < 2 and "\n" not in str(caught.value)
+    with pytest.raises(InfinipotError, match="anchors and aliases"):
+        read_questions(write(tmp_path, "a.yaml", "- question: &only Why?\n"))
+
+
+def test_yaml_python_tags_are_refused(tmp_path):
+    text = '- question: !!python/object/apply:os.system ["echo pwned"]\n'
+    with pytest.raises(InfinipotError, match=r"q.yaml:1: not valid YAML \(could not determine a constructor") as caught:
+        read_questions(write(tmp_path, "q.yaml", text))
+    assert len(str(caught.value)) < 220
+
+
+@pytest.mark.parametrize("codec, mark", [
+    ("utf-16-le", codecs.BOM_UTF16_LE), ("utf-16-be", codecs.BOM_UTF16_BE), ("utf-32-le", codecs.BOM_UTF32_LE),
+    ("utf-32-be", codecs.BOM_UTF32_BE), ("utf-8", codecs.BOM_UTF8),
+])
+@pytest.mark.parametrize("name", ["q.txt", "q.jsonl", "q.yaml"])
+def test_files_with_a_byte_order_mark_are_decoded(tmp_path, codec, mark, name):
+    text = {"q.txt": "Où est le carré?\nWhy?\n",
+            "q.jsonl": '{"question": "Où est le carré?"}\r\n{"question": "Why?"}\n',
+            "q.yaml": "- Où est le carré?\n- Why?\n"}[name]
+    parsed = read_questions(write(tmp_path, name, mark + text.encode(codec)))
+    assert [entry.question for entry in parsed.entries] == ["Où est le carré?", "Why?"]
+    assert [entry.line for entry in parsed.entries] == [1, 2] and not parsed.problems
+
+
+def test_utf16_without_a_mark_and_broken_utf16_are_one_line_errors(tmp_path):
+    with pytest.raises(InfinipotError, match="NUL bytes .*save it as UTF-8"):
+        read_questions(write(tmp_path, "q.txt", "Why?\n".encode("utf-16-le")))
+    with pytest.raises(InfinipotError, match="UTF-16 byte-order mark but is not valid UTF-16"):
+        read_questions(write(tmp_path, "b.txt", codecs.BOM_UTF16_LE + b"W\x00h\x00\x00\xd8"))
+
+
+def test_latin1_is_a_problem_for_its_line_or_one_error_for_a_document(tmp_path):
+    parsed = read_questions(write(tmp_path, "q.jsonl", '{"question": "Why?"}\n{"question": "Où?"}\n'.encode("latin-1")))
+    assert [entry.question for entry in parsed.entries] == ["Why?"]
+    assert parsed.problems[0].line == 2 and "perhaps Latin-1" in parsed.problems[0].message
+    with pytest.raises(InfinipotError, match=r"q.yaml:2: not UTF-8 text \(byte 0xf9, perhaps Latin-1\)"):
+        read_questions(write(tmp_path, "q.yaml", "- Why?\n- Où?\n".encode("latin-1")))
+
+
+def test_a_deeply_nested_json_line_is_skipped_and_the_rest_goes_on(tmp_path):
+    deep = "[" * 200_000 + "]" * 200_000
+    parsed = read_questions(write(tmp_path, "q.jsonl", f'{{"question": "Before?"}}\n{deep}\n{{"question": "After?"}}\n'))
+    assert [entry.question for entry in parsed.entries] == ["Before?", "After?"]
+    assert [(p.line, p.message) for p in parsed.problems] == [(2, "not usable JSON (nested too deeply)")]
+
+
+def test_messages_never_echo_unbounded_input(tmp_path):
+    huge = "Z" * 100_000
+    lines = [f'{{"id": 1, "question": "Pick", "options": ["a", "b"], "answer": "{huge}"}}',
+             f'{{"id": "{huge}", "question": "Dup"}}', f'{{"id": "{huge}", "question": "Dup again"}}',
+             f'{{"question": "When?", "time": "{huge}"}}']
+    parsed = read_questions(write(tmp_path, "q.jsonl", "\n".join(lines)))
+    assert len(parsed.problems) == 3
+    assert all(len(problem.message) < 200 for problem in parsed.problems)
+    over = read_questions(write(tmp_path, "big.txt", "Why?\n" + "x" * (1024 * 1024 + 10) + "\nHow?\n"))
+    assert [entry.question for entry in over.entries] == ["Why?", "How?"]
+    assert "over the 1 MiB limit" in over.problems[0].message
