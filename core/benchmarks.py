@@ -64,7 +64,7 @@ from infinipot.questions import KINDS, Problem, QuestionEntry, QuestionFile, rea
 FORMATS = tuple(MAPPERS)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 LINE_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
-Item = tuple[int, "int | None", object]  # (line, index, JSON object or a problem message)
+Item = tuple[int, "int | None", object]  # (line, index, JSON value or the Problem reading it)
 
 
 def read_benchmark(path: str | Path, format: str | None = None) -> QuestionFile:
@@ -164,12 +164,12 @@ def _json_lines(data: bytes, path: Path) -> list[Item]:
     items: list[Item] = []
     for number, line, problem in text_lines(data, path):
         if line is None:
-            items.append((number, None, problem))
+            items.append((number, None, Problem(number, problem)))
         elif line.strip():
             try:
                 items.append((number, None, json_value(line)))
             except ValueError as error:
-                items.append((number, None, str(error)))
+                items.append((number, None, Problem(number, str(error))))
     return items
 
 
@@ -193,8 +193,8 @@ def _map(items: list[Item], format: str, context: Context) -> tuple[list[Questio
     problems: list[Problem] = []
     seen: dict[tuple[str, str], str] = {}
     for line, index, item in items:
-        if isinstance(item, str):
-            problems.append(Problem(line, item, index))
+        if isinstance(item, Problem):
+            problems.append(item)
             continue
         context.line, context.index = line, index
         try:
