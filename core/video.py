@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import stat
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import decord
@@ -30,7 +33,9 @@ _DECODER_THREADS = 2  # our machines have 2 cores; decord's default (0) takes th
 _EPS = 1e-6  # slack for float seconds * fps landing a hair off an integer frame index
 
 # decord reports unreadable input as RuntimeError (open) or DECORDError (missing stream, bad data).
-_DECODE_ERRORS = (DECORDError, RuntimeError)
+DECODE_ERRORS = (DECORDError, RuntimeError)
+_DECODE_ERRORS = DECODE_ERRORS
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # also 'https:/x', what Path makes of 'https://x'
 
 
 @dataclass(frozen=True)
@@ -39,10 +44,17 @@ class VideoInfo:
 
     path: Path
     duration_s: float  # frame_count / native_fps, as qwen-vl-utils computes it
-    native_fps: float
+    native_fps: float  # the average rate: frame_count / container duration
     frame_count: int
     width: int
     height: int
+    # [frame_count] float64 seconds from the first frame, set only for a variable-frame-rate file
+    # (None: frame k is at k / native_fps). Sampling then goes by these times, not by index.
+    frame_times: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def variable_frame_rate(self) -> bool:
+        return self.frame_times is not None
 
 
 @dataclass(frozen=True)
@@ -76,13 +88,36 @@ class FrameChunk:
     first: int  # index of this chunk's first frame within the plan (0-based)
 
 
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Hide what FFmpeg and decord's C++ print on file descriptor 2 while a file is opened.
+_decord_ffmpeg_quiet = False
 
-    A bad file makes them print their own lines ("moov atom not found", "ERROR opening") before
-    ours; Python cannot catch those, so the descriptor itself is pointed at /dev/null meanwhile.
+
+def _quiet_decord_ffmpeg() -> None:
+    """Set the FFmpeg inside decord to log nothing (its own copy: PyAV and the ffmpeg binary keep theirs).
+
+    A damaged file makes FFmpeg print a line per bad packet, thousands of them, from whichever
+    thread decodes; the log level is the only switch that works from every thread.
     """
+    global _decord_ffmpeg_quiet
+    if not _decord_ffmpeg_quiet:
+        decord.logging.set_level(decord.logging.QUIET)
+        _decord_ffmpeg_quiet = True
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Hide what FFmpeg and decord's C++ print on file descriptor 2 while decord works.
+
+    FFmpeg's lines are switched off at their source (its log level). decord's own C++ lines
+    ("video_reader.cc:312: Failed to seek file") go straight to descriptor 2, so on the main thread
+    it is pointed at /dev/null meanwhile. Not on other threads: the descriptor is shared by the
+    whole process, and blanking it from a decoding worker would also swallow the main thread's
+    progress display and warnings; decord prints its own lines only when opening or seeking in
+    a file that is not a usable video, which `probe` (main thread) has refused by then.
+    """
+    _quiet_decord_ffmpeg()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -94,11 +129,15 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def _open_reader(path: Path) -> decord.VideoReader:
+_native_stderr_silenced = native_stderr_silenced  # the name callers used before it was public
+
+
+def open_reader(path: Path) -> decord.VideoReader:
+    """A decord reader on `path` with native output silenced; InfinipotError if decord cannot read it."""
     try:
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECODER_THREADS)
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         log.debug("decord could not open %s: %s", path, err)
         raise InfinipotError(
             f"cannot decode video: {path} — not a video decord can read (wrong file type or damaged);"
@@ -106,16 +145,89 @@ def _open_reader(path: Path) -> decord.VideoReader:
         ) from err
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Open `path` with decord and read its frame count, frame rate and size."""
+_open_reader = open_reader
+
+
+def decode_batch(reader: decord.VideoReader, indices: Sequence[int]) -> np.ndarray:
+    """Decode native frames `indices` (native output silenced); decord's errors (DECODE_ERRORS) pass through.
+
+    Returns [n, H, W, 3] uint8 RGB.
+    """
+    with native_stderr_silenced():
+        return reader.get_batch([int(i) for i in indices]).asnumpy()
+
+
+_NOT_REGULAR = [
+    (stat.S_ISDIR, "is a directory", "pass a video file inside it"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not a file", "pipe it in as a stream instead: '-' reads stdin (… - < FIFO)"),
+    (stat.S_ISSOCK, "is a socket, not a file", "pass a video file"),
+    (stat.S_ISCHR, "is a device, not a file", "read a capture device as a live source (/dev/videoN)"),
+    (stat.S_ISBLK, "is a block device, not a file", "pass a video file"),
+]
+
+
+def check_video_file(path: str | Path) -> Path:
+    """`path` as a Path if it names a regular, non-empty file; else InfinipotError with the real reason.
+
+    Only `stat` is called: opening a FIFO to look at it would block until a writer appears.
+    """
+    text = str(path)
+    if _URL.match(text) and not os.path.lexists(text):
+        url = text if "://" in text else text.replace(":/", "://", 1)
+        raise InfinipotError(f"{url} is a URL, not a video file — read URLs as live sources (open_source)")
     path = Path(path)
-    if not path.exists():
-        raise InfinipotError(f"video not found: {path} — check the path")
-    if path.is_dir():
-        raise InfinipotError(f"video path is a directory: {path} — pass a video file inside it")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InfinipotError(f"video not found: {path} — check the path") from None
+    except OSError as err:
+        raise InfinipotError(f"cannot read video path {path}: {err.strerror} — check the path and its permissions") from err
+    for test, what, fix in _NOT_REGULAR:
+        if test(mode):
+            raise InfinipotError(f"video path {what}: {path} — {fix}")
+    if not stat.S_ISREG(mode):
+        raise InfinipotError(f"video path is not a regular file: {path} — pass a video file")
     if path.stat().st_size == 0:
         raise InfinipotError(f"video file is empty (0 bytes): {path} — it was not written completely; re-create it")
-    reader = _open_reader(path)
+    return path
+
+
+def _first_frame_shape(reader: decord.VideoReader, path: Path, frame_count: int) -> tuple[int, int]:
+    """(height, width) of the first frame that decodes among a few spread over the file.
+
+    Decoding proves the stream decodes; a file damaged only in places is read around the damage
+    later, so only a file none of whose probed frames decode is refused here.
+    """
+    for index in dict.fromkeys(np.linspace(0, frame_count - 1, min(frame_count, 9)).round().astype(int).tolist()):
+        try:
+            return decode_batch(reader, [index]).shape[1:3]
+        except DECODE_ERRORS as err:
+            log.debug("decord could not decode frame %d of %s: %s", index, path, err)
+    raise InfinipotError(f"cannot decode any frame of {path} — the file is damaged; re-create it")
+
+
+def _frame_times(reader: decord.VideoReader, frame_count: int, native_fps: float) -> np.ndarray | None:
+    """Each frame's time from the first, in seconds, when they stray from k / native_fps by half a frame or more."""
+    try:
+        with native_stderr_silenced():
+            stamps = reader.get_frame_timestamp(np.arange(frame_count))[:, 0].astype(np.float64)  # [frame_count]
+    except DECODE_ERRORS as err:
+        log.debug("decord gave no frame timestamps: %s", err)
+        return None
+    times = stamps - stamps[0]
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
+        log.debug("frame timestamps are not increasing; sampling by frame index")
+        return None
+    if np.max(np.abs(times - np.arange(frame_count) / native_fps)) < 0.5 / native_fps:
+        return None  # constant frame rate: index k is at k / native_fps, as the recipe assumes
+    times.flags.writeable = False
+    return times
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Open `path` with decord and read its frame count, frame rate, size and (if variable) frame times."""
+    path = check_video_file(path)
+    reader = open_reader(path)
     frame_count = len(reader)
     if frame_count <= 0:
         raise InfinipotError(f"video has no frames: {path} — check it plays in a video player")
@@ -124,21 +236,40 @@ def probe(path: str | Path) -> VideoInfo:
         raise InfinipotError(
             f"video has no usable frame rate (fps={native_fps}): {path} — re-encode it at a fixed frame rate"
         )
-    try:
-        height, width = reader[0].shape[:2]  # decoding one frame also proves the stream decodes
-    except _DECODE_ERRORS as err:
-        log.debug("decord could not decode frame 0 of %s: %s", path, err)
-        raise InfinipotError(f"cannot decode the first frame of {path} — the file is damaged; re-create it") from err
-    return VideoInfo(path, frame_count / native_fps, native_fps, frame_count, int(width), int(height))
+    height, width = _first_frame_shape(reader, path, frame_count)
+    times = _frame_times(reader, frame_count, native_fps)
+    return VideoInfo(path, frame_count / native_fps, native_fps, frame_count, int(width), int(height), times)
 
 
 def _native_range(info: VideoInfo, start: float, end: float) -> tuple[int, int]:
     """First and last native frame inside [start, end] (qwen-vl-utils: ceil / floor)."""
+    if info.frame_times is not None:
+        return _native_range_by_time(info.frame_times, start, end)
     first = math.ceil(start * info.native_fps - _EPS)
     last = min(math.floor(end * info.native_fps + _EPS), info.frame_count - 1)
     if last < first:  # the window falls between two frames: take the one on screen at `start`
         first = last = min(math.floor(start * info.native_fps + _EPS), info.frame_count - 1)
     return first, last
+
+
+def _native_range_by_time(times: np.ndarray, start: float, end: float) -> tuple[int, int]:
+    """The same by each frame's own time, for a variable frame rate."""
+    first = int(np.searchsorted(times, start - _EPS, side="left"))
+    last = min(int(np.searchsorted(times, end + _EPS, side="right")) - 1, len(times) - 1)
+    if last < first:
+        first = last = max(0, int(np.searchsorted(times, start + _EPS, side="right")) - 1)
+    return first, last
+
+
+def _nearest_frames(times: np.ndarray, first: int, last: int, n: int) -> np.ndarray:
+    """n frames of [first, last] nearest to n instants evenly spaced in time (ties: the earlier frame).
+
+    A frame that stays on screen long is picked more than once, as a fixed-rate camera would film it.
+    """
+    targets = np.linspace(times[first], times[last], n)  # [n] seconds
+    after = np.searchsorted(times, targets, side="left").clip(first, last)  # [n] first frame at or past
+    before = (after - 1).clip(first, last)
+    return np.where(targets - times[before] <= times[after] - targets, before, after)
 
 
 def _window(info: VideoInfo, start: float | None, end: float | None) -> tuple[float, float]:
@@ -172,7 +303,8 @@ def plan_frames(
     n = round(seconds * fps / frame_multiple) * frame_multiple, then raised to `min_frames`,
     lowered to the native frames in the window and to `max_frames`, always a multiple of
     `frame_multiple` (the temporal patch). A window with fewer native frames than that repeats
-    its last frame, as the Qwen processor pads.
+    its last frame, as the Qwen processor pads. A variable-frame-rate file is sampled at instants
+    evenly spaced in time (the nearest frame to each), not at evenly spaced indices.
     """
     if not fps > 0:
         raise InfinipotError(f"fps must be positive, got {fps} — pass e.g. fps=1")
@@ -200,10 +332,15 @@ def plan_frames(
 
     if native < frame_multiple:
         indices = np.concatenate([np.arange(first, last + 1), np.full(frame_multiple - native, last)])
-    else:
+    elif info.frame_times is None:
         indices = np.linspace(first, last, n).round()
+    else:
+        indices = _nearest_frames(info.frame_times, first, last, n)
     indices = indices.astype(np.int64)  # [n]
-    timestamps = indices / info.native_fps  # [n] float64
+    if info.frame_times is None:
+        timestamps = indices / info.native_fps  # [n] float64
+    else:
+        timestamps = info.frame_times[indices]  # [n] float64, a fresh copy
     indices.flags.writeable = False
     timestamps.flags.writeable = False
     return FramePlan(indices, timestamps, float(fps), start_s, end_s)
@@ -229,11 +366,11 @@ def _decode_chunks(info: VideoInfo, plan: FramePlan, chunk_frames: int) -> Itera
     reader = None
     for first in range(0, plan.frames, chunk_frames):
         if reader is None:
-            reader = _open_reader(info.path)
+            reader = open_reader(info.path)
         indices = plan.indices[first : first + chunk_frames]  # [c]
         try:
-            frames = reader.get_batch(indices.tolist()).asnumpy()  # [c, H, W, 3] uint8
-        except _DECODE_ERRORS as err:
+            frames = decode_batch(reader, indices)  # [c, H, W, 3] uint8
+        except DECODE_ERRORS as err:
             log.debug("decord failed on frames %s of %s: %s", indices, info.path, err)
             raise InfinipotError(
                 f"cannot decode frames {int(indices[0])}-{int(indices[-1])} of {info.path} — the file is damaged;"

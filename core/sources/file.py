@@ -1,22 +1,49 @@
-"""Video files, read with decord: the frames planned by `infinipot.video`, decoded chunk by chunk."""
+"""Video files, read with decord: the frames planned by `infinipot.video`, decoded chunk by chunk.
+
+A file damaged in places still streams. When a chunk does not decode, its frames are decoded
+one by one; a temporal group (`frame_multiple` consecutive planned frames, the pair a Qwen
+vision tower encodes together) with any unreadable frame is dropped whole, so every chunk
+stays a multiple of the group and nothing is made up: repeating the last good frame over a
+damaged minute would tell the model the scene stood still. Timestamps and `end_seconds` stay
+true, so the gap shows; `skipped_seconds` and a warning line say how much was lost. Only a
+file with no readable frame is refused.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
+
+import decord
+import numpy as np
 
 from infinipot.errors import InfinipotError
 from infinipot.fingerprints import video_fingerprint
 from infinipot.sources.base import FrameChunk, SourceInfo
-from infinipot.video import FramePlan, VideoInfo, iter_chunks, plan_frames, probe
+from infinipot.video import DECODE_ERRORS, FramePlan, VideoInfo, decode_batch, open_reader, plan_frames, probe
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
-    """A window of a video file sampled at a rate; `info` is known before any frame is decoded."""
+    """A window of a video file sampled at a rate; `info` is known before any frame is decoded.
 
-    def __init__(self, video: VideoInfo, plan: FramePlan) -> None:
+    `warnings`: one-line notes for the user (sampling capped at the file's own rate, skipped
+    damage). `skipped_seconds` / `skipped_frames`: video lost to damage so far. A damaged file
+    may deliver fewer than `info.frames_total` frames.
+    """
+
+    def __init__(self, video: VideoInfo, plan: FramePlan, frame_multiple: int = 2,
+                 warnings: list[str] | None = None) -> None:
         self.video = video
         self.plan = plan
+        self.frame_multiple = frame_multiple
+        self.warnings: list[str] = list(warnings or [])
+        self.skipped_seconds = 0.0
+        self.skipped_frames = 0
+        self._closed = False
         seconds = plan.seconds
         sample_fps = plan.frames / seconds if seconds > 0 else plan.fps
         self.info = SourceInfo(
@@ -26,25 +53,103 @@ class FileSource:
                 **video_fingerprint(video.path, video.duration_s), "width": video.width, "height": video.height,
                 "native_fps": video.native_fps, "fps": plan.fps, "sample_fps": sample_fps,
                 "start": plan.start, "end": plan.end, "frames": plan.frames,
+                "variable_frame_rate": video.variable_frame_rate,
             },
         )
 
     def chunks(self, chunk_frames: int) -> Iterator[FrameChunk]:
+        """Decoded frames in order, `chunk_frames` planned frames at a time (fewer where damage was dropped)."""
+        if chunk_frames < 1:
+            raise InfinipotError(f"chunk_frames must be positive, got {chunk_frames} — pass an even number such as 8")
+        return self._chunks(chunk_frames)
+
+    def _chunks(self, chunk_frames: int) -> Iterator[FrameChunk]:
         plan, start = self.plan, self.info.start
         step = plan.seconds / plan.frames  # each sampled frame stands for this much video
-        for chunk in iter_chunks(self.video, plan, chunk_frames):
-            covered = min(plan.seconds, (chunk.first + len(chunk.frames)) * step)
-            yield FrameChunk(chunk.frames, chunk.timestamps, chunk.first, start + covered)
+        delivered, damaged = 0, []
+        reader = None
+        try:
+            for first in range(0, plan.frames, chunk_frames):
+                if self._closed:
+                    return
+                if reader is None:
+                    reader = open_reader(self.video.path)
+                positions = np.arange(first, min(first + chunk_frames, plan.frames))  # [c] plan positions
+                frames, kept = self._decode(reader, positions)  # [k, H, W, 3], [k]
+                if len(kept) < len(positions):
+                    lost = np.setdiff1d(positions, kept)
+                    damaged.extend(plan.timestamps[lost].tolist())
+                    self.skipped_frames += len(lost)
+                    self.skipped_seconds = self.skipped_frames * step
+                if len(kept):
+                    end = start + min(plan.seconds, (positions[-1] + 1) * step)
+                    yield FrameChunk(frames, plan.timestamps[kept].copy(), delivered, end)
+                    delivered += len(kept)
+            if delivered == 0:
+                raise InfinipotError(f"no frame of {self.video.path} decodes — the file is damaged; re-create it")
+        finally:
+            if damaged:
+                self.warnings.append(
+                    f"skipped {self.skipped_seconds:.1f} s of damaged video in {self.video.path.name}"
+                    f" (unreadable frames between {min(damaged):.1f} s and {max(damaged):.1f} s)")
+
+    def _decode(self, reader: decord.VideoReader, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frames at plan `positions` that decode, and their positions; whole temporal groups only."""
+        indices = self.plan.indices[positions]  # [c] native frame indices
+        try:
+            return decode_batch(reader, indices), positions
+        except DECODE_ERRORS as err:
+            log.debug("chunk at frames %d-%d of %s did not decode (%s); decoding frame by frame",
+                      indices[0], indices[-1], self.video.path, err)
+        decoded: dict[int, np.ndarray | None] = {}
+        for index in indices.tolist():
+            if index not in decoded:
+                try:
+                    decoded[index] = decode_batch(reader, [index])[0]
+                except DECODE_ERRORS:
+                    decoded[index] = None
+        readable = np.array([decoded[index] is not None for index in indices.tolist()])  # [c]
+        groups = math.ceil(len(positions) / self.frame_multiple)
+        whole = np.array([readable[g * self.frame_multiple:(g + 1) * self.frame_multiple].all() for g in range(groups)])
+        keep = np.repeat(whole, self.frame_multiple)[: len(positions)]  # [c]
+        kept = positions[keep]
+        if not len(kept):
+            return np.empty((0, self.video.height, self.video.width, 3), np.uint8), kept
+        return np.stack([decoded[index] for index in indices[keep].tolist()]), kept
 
     def close(self) -> None:
-        """Nothing to release: the reader lives inside `chunks`."""
+        """Stop before the next chunk (the reader lives inside `chunks` and goes with it)."""
+        self._closed = True
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_file(path: str | Path, fps: float, start: float | None = None, end: float | None = None,
-              max_frames: int | None = None, frame_multiple: int = 2) -> FileSource:
-    """Probe `path` and plan its frames; InfinipotError on a bad file or window."""
+              max_frames: int | None = None, frame_multiple: int = 2, duration: float | None = None) -> FileSource:
+    """Probe `path` and plan its frames; InfinipotError on a bad file or window.
+
+    `duration` reads at most that many seconds from `start` (a shorter file is read to its end).
+    """
     video = probe(path)
+    if duration is not None:
+        if not (math.isfinite(duration) and duration > 0):
+            raise InfinipotError(f"duration must be a positive number of seconds, got {duration} — pass e.g. --duration 10m")
+        if end is not None:
+            raise InfinipotError("pass either an end or a duration, not both — --end 60 or --duration 60")
+        end = min(video.duration_s, (start or 0.0) + duration)
     plan = plan_frames(video, fps, start, end, max_frames, frame_multiple=frame_multiple)
     if plan.frames == 0:
-        raise InfinipotError(f"no frames to read in {path}: widen --start/--end")
-    return FileSource(video, plan)
+        raise InfinipotError(f"no frames to read in {path} — widen --start/--end")
+    return FileSource(video, plan, frame_multiple, _rate_warnings(video, plan))
+
+
+def _rate_warnings(video: VideoInfo, plan: FramePlan) -> list[str]:
+    """A note when the file has fewer frames than the rate asked for: it is sampled at its own rate."""
+    sample_fps = plan.frames / plan.seconds if plan.seconds > 0 else plan.fps
+    if plan.fps <= video.native_fps * (1 + 1e-3) or sample_fps >= plan.fps * (1 - 1e-3):
+        return []
+    return [f"the video has {video.native_fps:.3g} fps; sampling at {sample_fps:.3g} fps, not {plan.fps:g}"]
