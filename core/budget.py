@@ -1,107 +1,129 @@
-"""Compression settings, and the arithmetic that turns them into a plan for one video.
+"""Budgets: reading what a user states, and the plan that turns settings into a stream's arithmetic.
 
-All checks that need no model happen here, so an impossible combination fails before any
-weights are loaded.
+Everything here needs only the model's token grid and KV size (from its config and processor),
+so an impossible combination fails before any weights load.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from infinipot.errors import InfinipotError
-from infinipot.policies import POLICY_NAMES
-from infinipot.policies.infinipot import tar_share
 
-POOLINGS = ("none", "quartile", "spread")
-# Policies that keep the newest frames whole and so need room for them.
-RECENT_POLICIES = ("tar", "van", "infinipot")
+if TYPE_CHECKING:
+    from infinipot.policies import Policy
 
 _TOKEN_SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000}
 _BYTE_SUFFIX = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_BUDGET = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+MAX_BUDGET_TOKENS = 10**9
 
 
 @dataclass(frozen=True)
-class CompressionSettings:
-    """What the user asked for. `budget_tokens` counts visual tokens per layer and KV head (M)."""
+class BudgetPlan:
+    """How one stream is cut and compressed, given the model's token grid for its frames."""
 
-    policy: str = "infinipot"
-    budget_tokens: int = 6000
-    keep_ratio: float = 0.75  # C / M
-    recent_ratio: float = 0.125  # r: share of the budget's frames kept whole
-    tar_ratio: float = 0.5  # alpha: share of C chosen by TaR
-    pooling: str = "none"
-    spread_thresholds: tuple[float, float, float] = (0.6, 0.4, 0.2)
-    chunk_frames: int = 16
-
-    def validate(self) -> None:
-        if self.policy not in POLICY_NAMES:
-            raise InfinipotError(f"unknown policy {self.policy!r}: choose one of {', '.join(POLICY_NAMES)}")
-        if self.budget_tokens <= 0:
-            raise InfinipotError(f"budget must be positive, got {self.budget_tokens}: pass e.g. --budget 6000")
-        for name, flag in (("keep_ratio", "--keep-ratio"), ("recent_ratio", "--recent"), ("tar_ratio", "--tar-ratio")):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise InfinipotError(f"{name} must be in (0, 1], got {value}: fix {flag}")
-        if self.pooling not in POOLINGS:
-            raise InfinipotError(f"unknown pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if self.chunk_frames <= 0:
-            raise InfinipotError(f"chunk_frames must be positive, got {self.chunk_frames}")
+    budget_tokens: int  # M: visual tokens per layer and KV head before a compression must happen
+    keep_tokens: int  # C: what a compression keeps
+    grid: tuple[int, int]  # (rows, cols) of one temporal step's token grid
+    frame_multiple: int  # video frames per temporal step
+    chunk_steps: int  # temporal steps encoded and prefilled at a time
+    compress: bool  # False for a policy that never compresses
 
     @property
-    def keep_tokens(self) -> int:
-        return int(self.keep_ratio * self.budget_tokens)
+    def tokens_per_step(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def budget_steps(self) -> int:
+        """Temporal steps the budget holds whole."""
+        return self.budget_tokens // self.tokens_per_step
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.chunk_steps * self.frame_multiple
 
 
-@dataclass(frozen=True)
-class StreamPlan:
-    """How one video is cut and compressed, given its token grid."""
-
-    tokens_per_frame: int  # p: tokens of one temporal grid step
-    chunk_steps: int  # temporal grid steps per chunk
-    recent_frames: int  # r, in temporal grid steps
-    compress: bool  # False for the `full` policy
+def keep_tokens(budget_tokens: int, keep_ratio: float) -> int:
+    """C = floor(keep_ratio * M), with a tolerance so 0.29 * 100 does not floor to 28."""
+    return min(budget_tokens, math.floor(keep_ratio * budget_tokens + 1e-9))
 
 
-def plan_stream(settings: CompressionSettings, tokens_per_frame: int, frame_multiple: int) -> StreamPlan:
-    """Choose the chunk size and recent-frame count, or explain why the settings cannot work."""
-    settings.validate()
-    steps_wanted = max(1, settings.chunk_frames // frame_multiple)
-    if settings.policy == "full":
-        return StreamPlan(tokens_per_frame, steps_wanted, 0, compress=False)
-    budget, keep = settings.budget_tokens, settings.keep_tokens
-    room = budget - keep  # tokens a chunk may add before the cache must be compressed again
-    if room < tokens_per_frame:
+def smallest_budget(tokens_per_step: int, keep_ratio: float) -> int:
+    """The smallest M that leaves room for one temporal step after a compression.
+
+    M - floor(keep_ratio * M) never decreases as M grows (it steps by 0 or 1), so the first M
+    that works is the answer; the scan starts just below (tokens - 1) / (1 - keep_ratio).
+    """
+    budget = max(tokens_per_step, math.floor((tokens_per_step - 1) / (1 - keep_ratio)) - 1)
+    while budget - keep_tokens(budget, keep_ratio) < tokens_per_step:
+        budget += 1
+    return budget
+
+
+def plan_budget(policy: Policy, budget_tokens: int, keep_ratio: float, chunk_frames: int,
+                grid: tuple[int, int], frame_multiple: int) -> BudgetPlan:
+    """Choose the chunk size, or explain in one line why the settings cannot work for this video."""
+    tokens = grid[0] * grid[1]
+    steps_wanted = max(1, chunk_frames // frame_multiple)
+    if not policy.compresses:
+        return BudgetPlan(budget_tokens, budget_tokens, grid, frame_multiple, steps_wanted, compress=False)
+    keep = keep_tokens(budget_tokens, keep_ratio)
+    room = budget_tokens - keep  # tokens a chunk may add before the cache must be compressed again
+    if room < tokens:
+        if keep_ratio >= 1:
+            raise InfinipotError(
+                f"`keep_ratio` {keep_ratio:g} keeps the whole budget, leaving no room for new frames: "
+                "lower `keep_ratio` below 1 (0.75 is the paper's)"
+            )
         raise InfinipotError(
             f"the budget leaves room for {room} new tokens after each compression but one frame holds "
-            f"{tokens_per_frame}: raise --budget to at least {-(-tokens_per_frame // (1 - settings.keep_ratio))} "
-            "or lower --keep-ratio"
+            f"{tokens}: raise `budget` to at least {smallest_budget(tokens, keep_ratio)} or lower `keep_ratio`"
         )
-    chunk_steps = min(steps_wanted, room // tokens_per_frame)
-    recent = max(1, int(settings.recent_ratio * (budget // tokens_per_frame)))
-    if settings.policy in RECENT_POLICIES:
-        tar_keep = tar_share(keep, settings.tar_ratio) if settings.policy == "infinipot" else keep
-        if recent * tokens_per_frame > tar_keep:
-            raise InfinipotError(
-                f"the {recent} recent frames hold {recent * tokens_per_frame} tokens but TaR keeps only "
-                f"{tar_keep}: raise --tar-ratio or --keep-ratio or --budget, or lower --recent"
-            )
-    return StreamPlan(tokens_per_frame, chunk_steps, recent, compress=True)
+    plan = BudgetPlan(budget_tokens, keep, grid, frame_multiple, min(steps_wanted, room // tokens), compress=True)
+    policy.check(plan)
+    return plan
 
 
 def parse_budget(text: str | int, bytes_per_token: int | None = None) -> int:
     """'6000', '6k' -> tokens; '2GiB', '512MB' -> tokens via bytes_per_token (all layers, K and V)."""
     if isinstance(text, int):
-        return text
-    raw = text.strip().lower().replace("_", "")
-    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*([a-z]*)", raw)
-    if not match:
-        raise InfinipotError(f"cannot read budget {text!r}: give tokens (6000, 6k) or memory (2GiB, 512MB)")
-    number, unit = float(match.group(1)), match.group(2)
+        return _bounded(text, str(text))
+    number, unit = _split(text)
     if unit in _TOKEN_SUFFIX:
-        return int(number * _TOKEN_SUFFIX[unit])
-    if unit in _BYTE_SUFFIX:
-        if bytes_per_token is None:
-            raise InfinipotError(f"budget {text!r} is memory, which needs the model's KV size: give tokens instead")
-        return int(number * _BYTE_SUFFIX[unit]) // bytes_per_token
-    raise InfinipotError(f"unknown budget unit {match.group(2)!r} in {text!r}: use k, MB, MiB, GB or GiB")
+        return _bounded(int(number * _TOKEN_SUFFIX[unit]), text)
+    if bytes_per_token is None:
+        raise InfinipotError(f"`budget` {text!r} is memory, which needs the model's KV size: give tokens instead")
+    return _bounded(int(number * _BYTE_SUFFIX[unit]) // bytes_per_token, text)
+
+
+def normalize_budget(text: str | int) -> int | str:
+    """Tokens as an int now; a memory budget stays text until the model's KV size is known."""
+    if isinstance(text, int):
+        return _bounded(text, str(text))
+    _, unit = _split(text)
+    return parse_budget(text) if unit in _TOKEN_SUFFIX else text.strip()
+
+
+def _split(text: str) -> tuple[float, str]:
+    raw = text.strip().lower().replace("_", "")
+    match = _BUDGET.fullmatch(raw)
+    if not match:
+        shown = text if len(text) <= 30 else text[:30] + "…"
+        raise InfinipotError(f"cannot read `budget` {shown!r}: give tokens (6000, 6k) or memory (2GiB, 512MB)")
+    unit = match.group(2)
+    if unit not in _TOKEN_SUFFIX and unit not in _BYTE_SUFFIX:
+        raise InfinipotError(f"unknown `budget` unit {unit!r} in {text!r}: use k, m, MB, MiB, GB or GiB")
+    return float(match.group(1)), unit
+
+
+def _bounded(tokens: int, text: str) -> int:
+    if not 0 < tokens <= MAX_BUDGET_TOKENS:
+        raise InfinipotError(
+            f"`budget` {text} is {tokens:,} tokens; it must be between 1 and {MAX_BUDGET_TOKENS:,}: "
+            "pass e.g. 6000, 6k or 2GiB"
+        )
+    return tokens

@@ -1,20 +1,28 @@
-"""The budgeted KV cache: transformers' DynamicCache plus the layout of its visual tokens.
+"""The budgeted KV cache: per-layer KV buffers plus the layout of their visual tokens.
 
 Sequence layout of every layer: [prefix | visual tokens | question and answer]. The prefix
 (system prompt up to the vision-start token) is never compressed and is outside the budget.
 Visual tokens are compressed per layer and per KV head; the question part is appended for an
-answer and truncated afterwards, so every question sees the same video cache.
+answer and truncated afterwards, so every question sees the same video cache. The cache is the
+only thing that changes its tensors: compression, compaction and truncation are its methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers.cache_utils import Cache
 
+from infinipot.kv_buffer import BufferLayer
 from infinipot.layout import ChunkLayout, VisualLayout
-from infinipot.policies import Policy, PolicySettings
+from infinipot.policies import LayerView, Policy
+from infinipot.positions import dense_positions
+from infinipot.rope import KeyRotator
+
+LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged")
 
 
 @dataclass(frozen=True)
@@ -23,32 +31,79 @@ class CompressionResult:
     after: int  # visual tokens per head after
 
 
-class BudgetedCache:
-    """A DynamicCache whose visual part is tracked token by token and can be compressed."""
+class LayoutStore:
+    """One layer's `VisualLayout`, in buffers sized once like the KV buffers (same capacity logic)."""
 
-    def __init__(self, num_layers: int, kv_heads: int, position_axes: int) -> None:
-        self.kv = DynamicCache()
+    def __init__(self, heads: int, axes: int, capacity: int, device: torch.device | str = "cpu") -> None:
+        self.length = 0
+        self._buffers = VisualLayout(
+            frame=torch.empty(heads, capacity, dtype=torch.long, device=device),
+            row=torch.empty(heads, capacity, dtype=torch.long, device=device),
+            col=torch.empty(heads, capacity, dtype=torch.long, device=device),
+            position=torch.empty(heads, capacity, axes, dtype=torch.long, device=device),
+            merged=torch.empty(heads, capacity, dtype=torch.bool, device=device),
+        )
+
+    @property
+    def view(self) -> VisualLayout:
+        return VisualLayout(*(getattr(self._buffers, name)[:, : self.length] for name in LAYOUT_FIELDS))
+
+    @property
+    def device(self) -> torch.device:
+        return self._buffers.frame.device
+
+    def _reserve(self, capacity: int) -> None:
+        current = self._buffers.frame.shape[1]
+        if capacity <= current:
+            return
+        size = max(capacity, 2 * current)
+        grown = {}
+        for name in LAYOUT_FIELDS:
+            old = getattr(self._buffers, name)
+            new = old.new_empty(old.shape[0], size, *old.shape[2:])
+            new[:, : self.length] = old[:, : self.length]
+            grown[name] = new
+        self._buffers = VisualLayout(**grown)
+
+    def append(self, fresh: VisualLayout) -> None:
+        self._reserve(self.length + fresh.tokens)
+        for name in LAYOUT_FIELDS:
+            getattr(self._buffers, name)[:, self.length : self.length + fresh.tokens] = getattr(fresh, name)
+        self.length += fresh.tokens
+
+    def replace(self, layout: VisualLayout) -> None:
+        """Hold `layout` (the same heads, at most as long as the capacity allows) from slot 0."""
+        self.length = 0
+        self.append(layout.to(self.device))
+
+    def to(self, device: torch.device | str) -> None:
+        self._buffers = self._buffers.to(device)
+
+
+class BudgetedCache:
+    """Per-layer KV buffers (a transformers Cache) whose visual part is tracked token by token."""
+
+    def __init__(self, num_layers: int, kv_heads: int, position_axes: int, capacity: int = 1024) -> None:
+        self.kv = Cache(layers=[BufferLayer(capacity) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.kv_heads = kv_heads
         self.position_axes = position_axes
         self.prefix_len = 0
-        self.layouts = [VisualLayout.empty(kv_heads, position_axes) for _ in range(num_layers)]
+        self.stores = [LayoutStore(kv_heads, position_axes, capacity) for _ in range(num_layers)]
+        self._scratch: torch.Tensor | None = None  # rows gathered during a compression, reused
 
-    @classmethod
-    def restore(cls, keys: list[torch.Tensor], values: list[torch.Tensor], layouts: list[VisualLayout],
-                prefix_len: int) -> BudgetedCache:
-        """A cache rebuilt from saved per-layer keys and values (`[1, heads, seq, dim]`) and layouts."""
-        cache = cls(len(layouts), layouts[0].heads, layouts[0].position.shape[-1])
-        for index, (layer_keys, layer_values) in enumerate(zip(keys, values)):
-            cache.kv.update(layer_keys, layer_values, index)
-        cache.layouts = [layout.to(layer_keys.device) for layout, layer_keys in zip(layouts, keys)]
-        cache.prefix_len = prefix_len
-        return cache
+    @property
+    def layers(self) -> list[BufferLayer]:
+        return self.kv.layers
+
+    @property
+    def layouts(self) -> list[VisualLayout]:
+        return [store.view for store in self.stores]
 
     @property
     def visual_tokens(self) -> int:
         """Cached visual tokens per KV head (every head holds the same number)."""
-        return self.layouts[0].tokens
+        return self.stores[0].length
 
     @property
     def video_length(self) -> int:
@@ -56,7 +111,14 @@ class BudgetedCache:
         return self.prefix_len + self.visual_tokens
 
     def seq_length(self) -> int:
-        return self.kv.get_seq_length()
+        return self.layers[0].length
+
+    def reserve(self, capacity: int) -> None:
+        """Size every buffer for `capacity` tokens now, so a stream never re-allocates them."""
+        for layer in self.layers:
+            layer.reserve(capacity)
+        for store in self.stores:
+            store._reserve(capacity)
 
     def mark_prefix(self) -> None:
         """Call after the prefix has been prefilled."""
@@ -65,47 +127,92 @@ class BudgetedCache:
     def add_chunk(self, chunk: ChunkLayout) -> None:
         """Record the layout of a chunk that was just prefilled into every layer."""
         # Layouts live beside the keys (policies index keys with them), so a GPU cache keeps them on the GPU.
-        device = self.kv.layers[0].keys.device
+        device = self.layers[0].keys.device
         fresh = VisualLayout.for_chunk(self.kv_heads, chunk).to(device)
-        self.layouts = [layout.to(device).append(fresh) for layout in self.layouts]
+        for store in self.stores:
+            if store.device != device:
+                store.to(device)
+            store.append(fresh)
 
-    def compress(self, policy: Policy, keep: int, settings: PolicySettings) -> CompressionResult:
-        """Keep `keep` visual tokens per layer and head, chosen by `policy`.
-
-        Every layer is scored before any is pruned, so a policy that needs all layers' scores
-        can be fitted here later without reordering the loop.
-        """
+    @torch.inference_mode()
+    def compress(self, policy: Policy, keep: int, plan, memory: dict) -> CompressionResult:
+        """Keep `keep` visual tokens per layer and head, chosen by `policy` with every layer in view."""
         before = self.visual_tokens
         if self.seq_length() != self.video_length:
             raise RuntimeError("compress() called with question tokens in the cache")
-        selections = []
-        for index, layer in enumerate(self.kv.layers):
-            keys = layer.keys[0, :, self.prefix_len :]  # [heads, visual, dim]
-            values = layer.values[0, :, self.prefix_len :]
-            layer_settings = PolicySettings(**{**settings.__dict__, "layer": index, "num_layers": self.num_layers})
-            kept = policy(keys, values, self.layouts[index], keep, layer_settings)  # [heads, keep]
-            selections.append(kept)
-        for index, (layer, kept) in enumerate(zip(self.kv.layers, selections)):
-            layer.keys = self._keep(layer.keys, kept)
-            layer.values = self._keep(layer.values, kept)
-            self.layouts[index] = self.layouts[index].gather(kept.to(self.layouts[index].frame.device))
+        start = self.prefix_len
+        views = [
+            LayerView(layer.keys[0, :, start:], layer.values[0, :, start:], store.view, index, self.num_layers, plan)
+            for index, (layer, store) in enumerate(zip(self.layers, self.stores))
+        ]
+        selections = policy.compress(views, keep, memory)
+        for layer, store, kept in zip(self.layers, self.stores, selections):
+            layer.keep_rows(start, kept, self._scratch_for(layer, kept.numel()))
+            store.replace(store.view.gather(kept.to(store.device)))
         return CompressionResult(before=before, after=self.visual_tokens)
 
-    def _keep(self, states: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-        """[1, heads, seq, dim] -> prefix + the kept visual tokens (seq = prefix + visual exactly)."""
-        prefix = states[:, :, : self.prefix_len]
-        visual = states[0, :, self.prefix_len :]  # [heads, visual, dim]
-        heads, tokens, dim = visual.shape
-        # index_select over flattened rows copies whole rows: much faster than an expanded gather.
-        rows = (kept.to(states.device) + torch.arange(heads, device=states.device).unsqueeze(1) * tokens).reshape(-1)
-        chosen = visual.reshape(heads * tokens, dim).index_select(0, rows).view(1, heads, -1, dim)
-        return torch.cat([prefix, chosen], dim=2)
+    def _scratch_for(self, layer: BufferLayer, rows: int) -> torch.Tensor:
+        dim = max(layer.key_buffer.shape[-1], layer.value_buffer.shape[-1])
+        scratch = self._scratch
+        if (scratch is None or scratch.shape[0] < rows or scratch.shape[1] < dim
+                or scratch.dtype != layer.key_buffer.dtype or scratch.device != layer.key_buffer.device):
+            scratch = layer.key_buffer.new_empty(rows, dim)
+            self._scratch = scratch
+        return scratch
+
+    @torch.inference_mode()
+    def compact(self, rotator: KeyRotator) -> int:
+        """Renumber every layer's kept visual tokens densely, turn their keys; return the next free position.
+
+        The prefix holds positions 0 .. prefix_len - 1 in every family, so the video restarts at
+        prefix_len (docs/design.md, "Positions").
+        """
+        start = next_start = self.prefix_len
+        for layer, store in zip(self.layers, self.stores):
+            layout = store.view
+            dense = dense_positions(layout.position, start)  # [heads, visual, axes]
+            visual = layer.keys[0, :, start:]  # [heads, visual, head_dim], a view of the buffer
+            visual.copy_(rotator.rotate(visual, layout.position, dense))
+            store.replace(dataclasses.replace(layout, position=dense))
+            if dense.shape[1]:
+                next_start = max(next_start, int(dense[..., 0].max()) + 1)
+        return next_start
+
+    def largest_position(self) -> int:
+        """The largest position id (any axis) a cached visual token holds; prefix_len - 1 when none."""
+        largest = self.prefix_len - 1
+        for store in self.stores:
+            if store.length:
+                largest = max(largest, int(store.view.position.max()))
+        return largest
+
+    def drop_visual_after(self, visual_tokens: int) -> None:
+        """Forget the visual tokens after the first `visual_tokens` (a rolled-back tentative chunk)."""
+        self.truncate(self.prefix_len + visual_tokens)
+        for store in self.stores:
+            store.length = min(store.length, visual_tokens)
 
     def truncate(self, length: int) -> None:
         """Drop everything after the first `length` tokens (a question and its answer)."""
-        for layer in self.kv.layers:
-            layer.keys = layer.keys[:, :, :length]
-            layer.values = layer.values[:, :, :length]
+        for layer in self.layers:
+            layer.truncate(length)
 
     def kv_bytes(self) -> int:
-        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.kv.layers)
+        return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers)
+
+    def export(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[VisualLayout]]:
+        """Per-layer keys, values (`[1, heads, seq, dim]` views) and layouts, for saving."""
+        return [l.keys for l in self.layers], [l.values for l in self.layers], self.layouts
+
+    @classmethod
+    def restore(cls, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], layouts: Sequence[VisualLayout],
+                prefix_len: int, capacity: int) -> BudgetedCache:
+        """A cache rebuilt from saved per-layer keys, values and layouts."""
+        heads, axes = layouts[0].heads, layouts[0].position.shape[-1]
+        cache = cls(len(layouts), heads, axes, max(capacity, keys[0].shape[-2]))
+        for layer, store, layer_keys, layer_values, layout in zip(cache.layers, cache.stores, keys, values, layouts):
+            layer.load(layer_keys, layer_values)
+            store.to(layer_keys.device)
+            store.replace(layout)
+        cache.prefix_len = prefix_len
+        return cache

@@ -1,277 +1,138 @@
-"""Compressed caches on disk: a Session's KV cache and token layout in one safetensors file.
+"""Compressed caches on disk: a Session's KV cache, token layout and stream state in one safetensors file.
 
 Encoding a video is the expensive part; a saved cache answers any number of questions later
-without the video. The file is plain safetensors (loading never executes code). Its string
-metadata holds one JSON document (where the cache came from, how it was compressed, the
-stream's position state) with its own sha256, and a sha256 of every tensor, so a truncated,
-damaged, newer or mismatched file is refused with one line that names what was expected.
+without the video, and can go on streaming. The file is plain safetensors (loading never
+executes code). Its string metadata holds one JSON document (where the cache came from, its
+settings, the stream's whole state) with its own sha256, and for every tensor its dtype, shape
+and a sha256 of its bytes, so a truncated, damaged, edited, newer or mismatched file is refused
+with one line naming what was expected, before anything the file's numbers ask for is allocated
+(docs/design.md, "Cache files").
+
+Format 2 (infinipot 0.2): the stream state as one object; questions resume one past the
+largest position (the Qwen training rule). Format-1 files carried the old rule's next position
+and are refused with the fix (compress the video again).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from infinipot import __version__
-from infinipot.adapters.base import Adapter
-from infinipot.budget import CompressionSettings
-from infinipot.cache import BudgetedCache
-from infinipot.engine import Answer, Session, StreamStats
+from infinipot.cache_header import (
+    FORMAT_NAME, FORMAT_VERSION, LAYOUT_FIELDS, CacheHeader, damaged, read_header, tensor_names, looks_like_cache,
+)
 from infinipot.errors import InfinipotError
-from infinipot.fingerprints import config_fields, model_identity, sha256_hex, tensor_digest, weights_fingerprint
-from infinipot.layout import VisualLayout
-from infinipot.presets import Preset, validated
+from infinipot.file_io import check_writable, write_atomically
+
+if TYPE_CHECKING:
+    from infinipot.model import Model
+    from infinipot.session import Session
+    from infinipot.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-FORMAT_NAME = "infinipot-kv-cache"
-FORMAT_VERSION = 1
 SUFFIX = ".ipv"
-LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged")
-_REQUIRED_KEYS = {"preset", "model", "kv_dtype", "settings", "stats", "adapter_state", "prefix", "next_position",
-                  "layout", "conversation", "checksums"}
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What a cache came from, recorded beside the tensors."""
-
-    preset: Preset
-    video: dict | None = None  # fingerprints.describe_video(); None when unknown
-
-
-@dataclass(frozen=True)
-class CacheHeader:
-    """The metadata of a cache file, read and checked without loading a tensor or a model."""
-
-    path: Path
-    size_bytes: int
-    meta: dict
-
-    def preset(self) -> Preset:
-        """The preset the cache was made with, rebuilt from the file (no YAML needed)."""
-        known = {field.name for field in dataclasses.fields(Preset)}
-        fields = {key: value for key, value in self.meta["preset"].items() if key in known}
-        if "spread_thresholds" in fields:
-            fields["spread_thresholds"] = tuple(fields["spread_thresholds"])
-        return validated(Preset(**fields))
-
-    def provenance(self, preset: Preset | None = None) -> Provenance:
-        return Provenance(preset or self.preset(), self.meta.get("video"))
+__all__ = ["SUFFIX", "CacheHeader", "check_fits", "check_writable", "load_session", "looks_like_cache",
+           "read_header", "save_session", "verify"]
 
 
 # --- writing ------------------------------------------------------------------------------------
-def check_writable(path: Path) -> None:
-    """Fail now, not after an hour of streaming, if `path` cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise InfinipotError(f"cache path is a directory: {path} — give a file name such as {path / 'video.ipv'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InfinipotError(f"directory does not exist: {parent} — create it first or choose another path")
-    if not os.access(parent, os.W_OK):
-        raise InfinipotError(f"cannot write to directory {parent} (permission denied): choose another path")
+def save_session(session: Session, path: str | Path) -> int:
+    """Write `session`'s cache and state to `path` atomically; return the file size in bytes."""
+    from infinipot.fingerprints import sha256_hex, tensor_record
 
-
-def save_session(session: Session, path: str | Path, provenance: Provenance) -> int:
-    """Write `session`'s cache (and any chat turns) to `path` atomically; return the file size in bytes."""
     path = Path(path)
     check_writable(path)
+    if session.state is None or session.cache is None:
+        raise InfinipotError("nothing to save: stream a video into the session first")
     tensors = _tensors(session)
-    text = json.dumps(_metadata(session, provenance, tensors), sort_keys=True)
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
-        "infinipot": text,
-        "infinipot_sha256": sha256_hex(text.encode()),
-    }
-    _write_atomically(path, tensors, header)
+    meta = _metadata(session, tensors)
+    meta["tensors"] = {name: tensor_record(tensor) for name, tensor in tensors.items()}
+    text = json.dumps(meta, sort_keys=True)
+    header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "infinipot": text,
+              "infinipot_sha256": sha256_hex(text.encode())}
+    write_atomically(path, lambda temporary: _save(tensors, temporary, header))
     return path.stat().st_size
 
 
-def _tensors(session: Session) -> dict[str, torch.Tensor]:
-    if session.prefix_ids is None:
-        raise InfinipotError("nothing to save: stream a video into the session first")
-    tensors = {"prefix_ids": session.prefix_ids.to("cpu").contiguous()}
-    for index, (layer, layout) in enumerate(zip(session.cache.kv.layers, session.cache.layouts)):
-        tensors[f"layers.{index}.keys"] = layer.keys.detach().to("cpu").contiguous()  # [1, heads, seq, dim]
-        tensors[f"layers.{index}.values"] = layer.values.detach().to("cpu").contiguous()
+def _save(tensors, temporary: Path, header: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(temporary), metadata=header)
+
+
+def _tensors(session: Session) -> dict:
+    keys, values, layouts = session.cache.export()
+    tensors = {}
+    for index, (layer_keys, layer_values, layout) in enumerate(zip(keys, values, layouts)):
+        tensors[f"layers.{index}.keys"] = layer_keys.detach().to("cpu").contiguous()  # [1, heads, seq, dim]
+        tensors[f"layers.{index}.values"] = layer_values.detach().to("cpu").contiguous()
         for name in LAYOUT_FIELDS:
             tensors[f"layers.{index}.layout.{name}"] = getattr(layout, name).to("cpu").contiguous()
     return tensors
 
 
-def _metadata(session: Session, provenance: Provenance, tensors: dict[str, torch.Tensor]) -> dict:
-    adapter, cache = session.adapter, session.cache
+def _metadata(session: Session, tensors: dict) -> dict:
+    from infinipot.fingerprints import model_identity
+
+    cache, adapter = session.cache, session.model.adapter
+    first_keys = tensors["layers.0.keys"]
     return {
         "format_version": FORMAT_VERSION,
         "tool_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "preset": dataclasses.asdict(provenance.preset),
+        "settings": session.settings.as_dict(),
+        "policy": session.policy.describe(),
         "model": model_identity(adapter),
-        "kv_dtype": str(tensors["layers.0.keys"].dtype).removeprefix("torch."),
-        "settings": dataclasses.asdict(session.settings),
-        "positions": session.positions,
-        "video": provenance.video,
-        "stats": session.stats.as_dict(),
-        "adapter_state": adapter.stream_state(),
-        "prefix": {"tokens": int(session.prefix_ids.shape[1]),
-                   "text": adapter.tokenizer.decode(session.prefix_ids[0].tolist())},
-        "next_position": _next_position(session),
+        "kv_dtype": str(first_keys.dtype).removeprefix("torch."),
+        "state": session.state.as_dict(),
+        "prefix_text": adapter.tokenizer.decode(session.state.prefix_ids),
         "layout": {
-            "layers": len(cache.layouts),
-            "kv_heads": cache.kv_heads,
-            "head_dim": int(tensors["layers.0.keys"].shape[-1]),
-            "position_axes": cache.position_axes,
-            "grid": list(session.grid),
-            "prefix_len": cache.prefix_len,
-            "visual_tokens": [layout.tokens for layout in cache.layouts],
-            "video_length": cache.video_length,
-            "seq_length": cache.seq_length(),
-            "kv_bytes": cache.kv_bytes(),
+            "layers": len(cache.layers), "kv_heads": cache.kv_heads, "head_dim": int(first_keys.shape[-1]),
+            "position_axes": cache.position_axes, "prefix_len": cache.prefix_len,
+            "visual_tokens": [layout.tokens for layout in cache.layouts], "video_length": cache.video_length,
+            "seq_length": cache.seq_length(), "kv_bytes": cache.kv_bytes(),
         },
-        "conversation": [dataclasses.asdict(turn) for turn in session.turns],
-        "checksums": {name: tensor_digest(tensor) for name, tensor in tensors.items()},
     }
 
 
-def _next_position(session: Session) -> list[int]:
-    """Where the next text token goes: after the conversation, else where a question starts."""
-    if session.turns and session.next_turn_position is not None:
-        return [int(value) for value in session.next_turn_position[:, -1]]
-    return [int(value) for value in session.adapter.question("?").positions[:, 0]]
-
-
-def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Temporary file in the same directory, fsync, rename: never a partial file under `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        os.chmod(temporary, _file_mode(path))
-        descriptor = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    except BaseException as error:  # also Ctrl-C: the temporary file goes, the old file stays
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, (OSError, SafetensorError)):
-            reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-            raise InfinipotError(
-                f"could not write {path} ({reason}): free some space or choose another path"
-            ) from error
-        raise
-    _fsync_directory(path.parent)
-
-
-def _file_mode(path: Path) -> int:
-    """The replaced file's permissions, else what a plain new file gets (0666 less the umask)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (not possible on every platform; then the OS decides)."""
-    try:
-        descriptor = os.open(directory if str(directory) else ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 # --- reading ------------------------------------------------------------------------------------
-def _damaged(path: Path, reason: str) -> InfinipotError:
-    return InfinipotError(
-        f"cache file {path} is damaged or truncated ({reason}): re-create it with `infinipot compress`"
-    )
+def verify(path: str | Path) -> CacheHeader:
+    """Read every tensor and check it against its record (no model needed)."""
+    header = read_header(path)
+    _read_tensors(header)
+    return header
 
 
-def looks_like_cache(path: Path) -> bool:
-    """True for a `.ipv` path or a file whose safetensors header names this format (videos are not)."""
-    path = Path(path)
-    if path.suffix.lower() == SUFFIX:
-        return True
-    if not path.is_file():
-        return False
-    with path.open("rb") as handle:
-        head = handle.read(8 + 4096)
-    return len(head) > 8 and head[8:9] == b"{" and FORMAT_NAME.encode() in head
+def _read_tensors(header: CacheHeader) -> dict:
+    """Every tensor of the file, each checked against its dtype, shape and sha256."""
+    from safetensors import SafetensorError, safe_open
 
+    from infinipot.fingerprints import tensor_record
 
-def read_header(path: str | Path) -> CacheHeader:
-    """Open a cache file and check its format, version and metadata checksum (no tensor is read)."""
-    path = Path(path)
-    if not path.exists():
-        raise InfinipotError(f"cache file not found: {path} — check the path")
-    if path.is_dir():
-        raise InfinipotError(f"cache path is a directory: {path} — pass a .ipv file written by `infinipot compress`")
+    records = header.meta["tensors"]
+    tensors = {}
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            outer = handle.metadata() or {}
+        with safe_open(str(header.path), framework="pt") as handle:
+            for name in tensor_names(header.meta["layout"]["layers"]):
+                tensor = handle.get_tensor(name)
+                if tensor_record(tensor) != records[name]:
+                    raise damaged(header.path, f"tensor {name} does not match its checksum")
+                tensors[name] = tensor
     except (SafetensorError, OSError) as error:
-        reason = str(error).splitlines()[0]
-        if not looks_like_cache(path):
-            raise InfinipotError(f"{path} is not an infinipot cache ({reason}): pass a .ipv file written by "
-                                 "`infinipot compress`") from error
-        raise _damaged(path, f"not a readable safetensors file: {reason}") from error
-    if outer.get("format") != FORMAT_NAME:
-        raise InfinipotError(
-            f"{path} is a safetensors file but not an infinipot cache (expected format {FORMAT_NAME!r}, "
-            f"found {outer.get('format')!r}): pass a cache written by `infinipot compress`, or a video"
-        )
-    version = _format_version(path, outer.get("format_version"))
-    text = outer.get("infinipot", "")
-    if sha256_hex(text.encode()) != outer.get("infinipot_sha256"):
-        raise _damaged(path, "its metadata does not match its checksum")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise _damaged(path, f"unreadable metadata: {error}") from error
-    if not isinstance(meta, dict) or meta.get("format_version") != version:
-        raise _damaged(path, "inconsistent metadata")
-    missing = sorted(_REQUIRED_KEYS - set(meta))
-    if missing:
-        raise _damaged(path, f"its metadata lacks {', '.join(missing)}")
-    return CacheHeader(path, path.stat().st_size, meta)
+        raise damaged(header.path, str(error).splitlines()[0][:200]) from error
+    return tensors
 
 
-def _format_version(path: Path, raw: str | None) -> int:
-    try:
-        version = int(raw)
-    except (TypeError, ValueError):
-        raise _damaged(path, f"format version {raw!r} is not a number") from None
-    if version > FORMAT_VERSION:
-        raise InfinipotError(
-            f"{path} uses cache format {version} but infinipot {__version__} reads format {FORMAT_VERSION} at most: "
-            "upgrade infinipot (pip install -U infinipot) or re-create the cache with this version"
-        )
-    if version < 1:
-        raise _damaged(path, f"format version {version} does not exist")
-    return version
-
-
-def check_fits(header: CacheHeader, adapter: Adapter) -> None:
+def check_fits(header: CacheHeader, model: Model) -> None:
     """Refuse a cache made by another model family, config or weights, naming what differs."""
+    from infinipot.fingerprints import config_fields, weights_fingerprint
+
     made = header.meta["model"]
+    adapter = model.adapter
     name, loaded = header.path.name, f"{adapter.model_id} ({adapter.family})"
     fix = f"drop --preset to load the cache's own model ({made['id']}), or compress the video again with this one"
     if made["family"] != adapter.family:
@@ -288,97 +149,81 @@ def check_fits(header: CacheHeader, adapter: Adapter) -> None:
                              f"{made['weights_fingerprint']}) than the loaded {loaded} (fingerprint {weights}): {fix}")
 
 
-def load_session(path: str | Path, adapter: Adapter, header: CacheHeader | None = None) -> Session:
-    """A Session that answers from the cache in `path`, on the adapter's device and dtype."""
+def load_session(path: str | Path, *, device: str = "auto", model: Model | None = None,
+                 preset: str | Settings | None = None, header: CacheHeader | None = None) -> Session:
+    """A Session that answers from (and can go on streaming into) the cache in `path`."""
+    from infinipot.cache import BudgetedCache
+    from infinipot.layout import VisualLayout
+    from infinipot.session import Session
+    from infinipot.stream_setup import StreamSetup, TEXT_ROOM
+    from infinipot.stream_state import StreamState
+    from infinipot.streamer import Streamer
+
     header = header or read_header(path)
-    check_fits(header, adapter)
-    meta, layout = header.meta, header.meta["layout"]
+    settings = _settings(header, preset)
+    session = Session(settings, model=model, device=device)
+    check_fits(header, session.model)
+    adapter = session.model.adapter
+    _check_against_model(header, adapter)
     tensors = _read_tensors(header)
-    _check_shapes(header, tensors, adapter)
-    device, dtype = adapter.device, adapter.dtype
-    if meta["kv_dtype"] != str(dtype).removeprefix("torch."):
-        logger.warning("cache %s holds %s keys and values; converting to %s", header.path, meta["kv_dtype"], dtype)
-    count = layout["layers"]
-    keys = [tensors[f"layers.{i}.keys"].to(device, dtype) for i in range(count)]
-    values = [tensors[f"layers.{i}.values"].to(device, dtype) for i in range(count)]
-    layouts = [VisualLayout(*(tensors[f"layers.{i}.layout.{name}"] for name in LAYOUT_FIELDS)) for i in range(count)]
-    cache = BudgetedCache.restore(keys, values, layouts, layout["prefix_len"])
-    _restore_adapter(header, tensors["prefix_ids"], adapter)
-    turns = [Answer(**turn) for turn in meta["conversation"]]
-    next_turn = torch.tensor(meta["next_position"], dtype=torch.long).view(-1, 1) if turns else None
-    session = Session.restore(adapter, _settings(meta["settings"]), cache, _stats(meta["stats"]),
-                              tuple(layout["grid"]), turns, next_turn, meta.get("positions"))
-    session.prefix_ids = tensors["prefix_ids"]
+    meta, count = header.meta, header.meta["layout"]["layers"]
+    if meta["kv_dtype"] != str(adapter.dtype).removeprefix("torch."):
+        logger.warning("cache %s holds %s keys and values; converting to %s", header.path, meta["kv_dtype"],
+                       adapter.dtype)
+    keys = [tensors[f"layers.{i}.keys"].to(adapter.device, adapter.dtype) for i in range(count)]
+    values = [tensors[f"layers.{i}.values"].to(adapter.device, adapter.dtype) for i in range(count)]
+    layouts = [VisualLayout(*(tensors[f"layers.{i}.layout.{name}"] for name in LAYOUT_FIELDS)).to(adapter.device)
+               for i in range(count)]
+    try:
+        state = StreamState.from_dict(meta["state"], adapter.state_from_dict(meta["state"]["positions"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise damaged(header.path, f"unreadable stream state ({type(error).__name__})") from None
+    _check_prefix(header, state, adapter)
+    cache = BudgetedCache.restore(keys, values, layouts, state.prefix_len,
+                                  state.prefix_len + state.plan.budget_tokens + TEXT_ROOM)
+    session.state, session.cache = state, cache
+    session.setup = StreamSetup(settings, state.plan, session.model.geometry(1, 1), state.position_mode, None,
+                                state.sample_fps)
+    session._streamer = Streamer(adapter, cache, state, session.policy)
     return session
 
 
-def _read_tensors(header: CacheHeader) -> dict[str, torch.Tensor]:
-    """Every tensor of the file, each checked against its sha256."""
-    checksums = header.meta["checksums"]
-    expected = {"prefix_ids"} | {
-        f"layers.{i}.{part}" for i in range(header.meta["layout"]["layers"])
-        for part in ("keys", "values", *(f"layout.{name}" for name in LAYOUT_FIELDS))
-    }
-    tensors = {}
+def _settings(header: CacheHeader, preset: str | Settings | None) -> Settings:
+    from infinipot.presets import load_preset
+    from infinipot.settings import settings_from_mapping
+
+    saved = dict(header.meta["settings"])
+    knobs = saved.pop("knobs", {}) or {}
     try:
-        with safe_open(str(header.path), framework="pt") as handle:
-            names = set(handle.keys())
-            if names != expected or set(checksums) != expected:
-                missing = sorted(expected - names) or sorted(names - expected)
-                raise _damaged(header.path, f"unexpected tensor set, e.g. {missing[:3]}")
-            for name in sorted(expected):
-                tensor = handle.get_tensor(name)
-                if tensor_digest(tensor) != checksums[name]:
-                    raise _damaged(header.path, f"tensor {name} does not match its checksum")
-                tensors[name] = tensor
-    except (SafetensorError, OSError) as error:
-        raise _damaged(header.path, str(error).splitlines()[0]) from error
-    return tensors
+        made_with = settings_from_mapping({**saved, **knobs}, f"the settings saved in {header.path.name}")
+    except InfinipotError as error:
+        raise damaged(header.path, str(error)[:200]) from None
+    if preset is None:
+        return made_with
+    chosen = load_preset(preset) if isinstance(preset, str) else preset
+    # Another preset may load the model from elsewhere; the compression settings stay the cache's own.
+    return made_with.replace(model=chosen.model, name=chosen.name, description=chosen.description,
+                             attn_implementation=chosen.attn_implementation, dtype=chosen.dtype)
 
 
-def _check_shapes(header: CacheHeader, tensors: dict[str, torch.Tensor], adapter: Adapter) -> None:
+def _check_against_model(header: CacheHeader, adapter) -> None:
+    """Counts and shapes the metadata claims must match the model before any tensor is read."""
     layout = header.meta["layout"]
-    seq, heads, dim = layout["seq_length"], adapter.kv_heads, adapter.head_dim
-    for index, visual in enumerate(layout["visual_tokens"]):
-        kv_shape = (1, heads, seq, dim)
-        for part in ("keys", "values"):
-            if tuple(tensors[f"layers.{index}.{part}"].shape) != kv_shape:
-                raise _damaged(header.path, f"layers.{index}.{part} is not {list(kv_shape)}")
-        frame = tensors[f"layers.{index}.layout.frame"]
-        if tuple(frame.shape) != (heads, visual) or layout["prefix_len"] + visual > seq:
-            raise _damaged(header.path, f"the layout of layer {index} does not match its keys")
-    if tuple(tensors["prefix_ids"].shape) != (1, layout["prefix_len"]):
-        raise _damaged(header.path, "the prompt prefix does not match the cache")
+    text = adapter.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    expected = {"layers": text.num_hidden_layers, "kv_heads": text.num_key_value_heads, "head_dim": head_dim,
+                "position_axes": adapter.position_axes}
+    for key, value in expected.items():
+        if layout[key] != value:
+            raise damaged(header.path, f"it claims {key} {layout[key]} but the model has {value}")
 
 
-def _restore_adapter(header: CacheHeader, prefix_ids: torch.Tensor, adapter: Adapter) -> None:
-    """Put the adapter where the stream ended, after checking it builds the same prompt prefix."""
-    sample_fps = (header.meta.get("video") or {}).get("sample_fps") or 1.0
-    prefix = adapter.begin_stream(sample_fps)
-    if not torch.equal(prefix.ids.cpu(), prefix_ids):
+def _check_prefix(header: CacheHeader, state, adapter) -> None:
+    """The model's tokenizer and chat template must build the same prompt prefix as the one cached."""
+    _, prefix = adapter.begin(state.sample_fps)
+    if prefix.ids[0].tolist() != list(state.prefix_ids):
         raise InfinipotError(
-            f"{header.path.name} starts with a prompt prefix of {prefix_ids.shape[1]} tokens that this model's "
+            f"{header.path.name} starts with a prompt prefix of {state.prefix_len} tokens that this model's "
             f"tokenizer and chat template do not produce ({prefix.ids.shape[1]} tokens): use the model it was "
             f"made with ({header.meta['model']['id']})"
         )
-    adapter.restore_stream_state(header.meta["adapter_state"])
-
-
-def _settings(data: dict) -> CompressionSettings:
-    known = {field.name for field in dataclasses.fields(CompressionSettings)}
-    fields = {key: value for key, value in data.items() if key in known}
-    if "spread_thresholds" in fields:
-        fields["spread_thresholds"] = tuple(fields["spread_thresholds"])
-    return CompressionSettings(**fields)
-
-
-def _stats(data: dict) -> StreamStats:
-    known = {field.name for field in dataclasses.fields(StreamStats)}
-    return StreamStats(**{key: value for key, value in data.items() if key in known})
-
-
-def verify(path: str | Path) -> CacheHeader:
-    """Read every tensor and check it against its checksum (no model needed)."""
-    header = read_header(path)
-    _read_tensors(header)
-    return header

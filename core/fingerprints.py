@@ -9,14 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
 from infinipot.adapters.base import Adapter
 
-if TYPE_CHECKING:
-    from infinipot.pipeline import PreparedVideo
 
 CONFIG_FIELDS = ("model_type", "num_hidden_layers", "num_key_value_heads", "head_dim", "hidden_size", "vocab_size")
 _MIB = 1 << 20
@@ -37,7 +33,7 @@ def config_fields(adapter: Adapter) -> dict:
     """The text-config fields a cache's tensors depend on."""
     config = adapter.text_config
     fields = {name: getattr(config, name, None) for name in CONFIG_FIELDS}
-    fields["head_dim"] = adapter.head_dim
+    fields["head_dim"] = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return fields
 
 
@@ -75,17 +71,13 @@ def video_fingerprint(path: Path, duration_s: float) -> dict:
     return {"name": path.name, "size_bytes": size, "duration_s": duration_s, "head_tail_sha256": digest.hexdigest()}
 
 
-def describe_video(video: PreparedVideo) -> dict:
-    """The video's fingerprint plus the window and sampling that were streamed."""
-    info, plan = video.info, video.plan
-    return {
-        **video_fingerprint(info.path, info.duration_s),
-        "width": info.width,
-        "height": info.height,
-        "native_fps": info.native_fps,
-        "fps": plan.fps,
-        "sample_fps": plan.frames / plan.seconds if plan.seconds > 0 else plan.fps,
-        "start": plan.start,
-        "end": plan.end,
-        "frames": plan.frames,
-    }
+# safetensors' names for the dtypes a cache holds
+_SAFETENSORS_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+
+def tensor_record(tensor: torch.Tensor) -> dict:
+    """What a cache file records of a tensor: its dtype (safetensors' name), shape and a sha256 of its bytes."""
+    return {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape), "sha256": tensor_digest(tensor)}

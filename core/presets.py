@@ -1,120 +1,21 @@
-"""Presets: one YAML per model, read into a frozen dataclass and validated once.
+"""Presets: named settings shipped as YAML files (presets/*.yaml), or a YAML file of your own.
 
-A preset is named (a file shipped in the package, `infinipot presets` lists them) or given as
-a path to a YAML file of the same form. `model` is a Hugging Face id, a local directory, or
-`tiny:FAMILY` for a tiny random checkpoint built on first use.
+A preset file holds settings keys (infinipot.settings) and policy knobs, flat. `base: NAME`
+starts from a shipped preset and changes only what the file says, so a local copy of a model
+is two lines: `base: qwen2.5-vl-7b` and `model: /models/Qwen2.5-VL-7B-Instruct`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+import stat
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from infinipot.budget import CompressionSettings
 from infinipot.errors import InfinipotError
-from infinipot.positions import POSITION_MODES
+from infinipot.settings import Settings, settings_from_mapping
 
 DEFAULT_PRESET = "qwen2.5-vl-7b"
-FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava_onevision", "llava_next_video")
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    model: str
-    family: str
-    description: str = ""
-    dtype: str = "bfloat16"
-    fps: float = 1.0
-    min_pixels: int | None = None
-    max_pixels: int | None = None
-    budget: int = 6000
-    policy: str = "infinipot"
-    keep_ratio: float = 0.75
-    recent_ratio: float = 0.125
-    tar_ratio: float = 0.5
-    pooling: str = "none"
-    spread_thresholds: tuple[float, float, float] = (0.6, 0.4, 0.2)
-    chunk_frames: int = 16
-    attn_implementation: str = "sdpa"
-    positions: str | None = None  # original | compact (DESIGN.md §2); None: the family's default
-
-    def compression(self) -> CompressionSettings:
-        return CompressionSettings(
-            policy=self.policy,
-            budget_tokens=self.budget,
-            keep_ratio=self.keep_ratio,
-            recent_ratio=self.recent_ratio,
-            tar_ratio=self.tar_ratio,
-            pooling=self.pooling,
-            spread_thresholds=tuple(self.spread_thresholds),
-            chunk_frames=self.chunk_frames,
-        )
-
-    def with_overrides(self, **overrides) -> Preset:
-        """A copy with the given fields replaced (None means: keep the preset's value), validated."""
-        changes = {key: value for key, value in overrides.items() if value is not None}
-        return validated(dataclasses.replace(self, **changes))
-
-
-def validated(preset: Preset) -> Preset:
-    where = f"preset {preset.name!r}"
-    if preset.family not in FAMILIES:
-        raise InfinipotError(f"{where}: unknown family {preset.family!r}: choose one of {', '.join(FAMILIES)}")
-    if preset.dtype not in DTYPES:
-        raise InfinipotError(f"{where}: unknown dtype {preset.dtype!r}: choose one of {', '.join(DTYPES)}")
-    if not preset.fps > 0:
-        raise InfinipotError(f"{where}: fps must be positive, got {preset.fps}")
-    for name in ("min_pixels", "max_pixels"):
-        value = getattr(preset, name)
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise InfinipotError(f"{where}: {name} must be a positive integer, got {value!r}")
-    if preset.min_pixels and preset.max_pixels and preset.min_pixels > preset.max_pixels:
-        raise InfinipotError(f"{where}: min_pixels ({preset.min_pixels}) exceeds max_pixels ({preset.max_pixels})")
-    if preset.positions is not None and preset.positions not in POSITION_MODES:
-        raise InfinipotError(
-            f"{where}: unknown positions {preset.positions!r}: choose one of {', '.join(POSITION_MODES)}"
-        )
-    preset.compression().validate()
-    return preset
-
-
-def _from_mapping(name: str, data: object, source: str) -> Preset:
-    if not isinstance(data, dict):
-        raise InfinipotError(f"{source} is not a YAML mapping of preset fields: see the presets shipped with infinipot")
-    fields = {f.name: f for f in dataclasses.fields(Preset)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InfinipotError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}")
-    for required in ("model", "family"):
-        if required not in data:
-            raise InfinipotError(f"{source}: missing required key {required!r}")
-    typed = {}
-    for key, value in data.items():
-        typed[key] = _coerce(key, value, fields[key].type, source)
-    if "spread_thresholds" in typed:
-        typed["spread_thresholds"] = tuple(typed["spread_thresholds"])
-    return validated(Preset(name=name, **typed))
-
-
-def _coerce(key: str, value: object, annotation: str, source: str) -> object:
-    """Check a YAML value against the field's annotation (a string under `from __future__`)."""
-    if value is None and "None" in annotation:
-        return None
-    if annotation.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation in ("str", "str | None") and isinstance(value, str):
-        return value
-    if annotation.startswith("tuple") and isinstance(value, list) and len(value) == 3:
-        return tuple(float(v) for v in value)
-    raise InfinipotError(f"{source}: {key} has the wrong type ({value!r}); expected {annotation}")
+MAX_PRESET_BYTES = 1 << 20
 
 
 def preset_names() -> list[str]:
@@ -122,27 +23,63 @@ def preset_names() -> list[str]:
     return sorted(entry.name[: -len(".yaml")] for entry in files.iterdir() if entry.name.endswith(".yaml"))
 
 
-def load_preset(name_or_path: str) -> Preset:
+def load_preset(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> Settings:
     """A shipped preset by name, or a YAML file by path."""
-    path = Path(name_or_path).expanduser()
-    if name_or_path.endswith((".yaml", ".yml")) or path.is_file():
-        if not path.is_file():
-            raise InfinipotError(f"preset file not found: {path}")
-        return _from_mapping(path.stem, _read_yaml(path.read_text(), str(path)), str(path))
-    if name_or_path not in preset_names():
-        raise InfinipotError(
-            f"unknown preset {name_or_path!r}: choose one of {', '.join(preset_names())} or give a YAML file path"
-        )
-    text = resources.files("infinipot.preset_files").joinpath(f"{name_or_path}.yaml").read_text()
-    return _from_mapping(name_or_path, _read_yaml(text, name_or_path), f"preset {name_or_path!r}")
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if text.endswith((".yaml", ".yml")) or path.exists():
+        data = _read_yaml(_read_file(path), str(path))
+        name, source = path.stem, str(path)
+    else:
+        if text not in preset_names():
+            raise InfinipotError(
+                f"unknown preset {text!r}: choose one of {', '.join(preset_names())} or give a YAML file path"
+            )
+        data = _read_yaml(resources.files("infinipot.preset_files").joinpath(f"{text}.yaml").read_text(), text)
+        name, source = text, f"preset {text!r}"
+    base = None
+    if isinstance(data, dict) and "base" in data:
+        parent = data["base"]
+        if not isinstance(parent, str) or parent in _seen or parent == name:
+            raise InfinipotError(f"{source}: `base` must name another preset (not itself), got {parent!r}")
+        base = load_preset(parent, (*_seen, name))
+    settings = settings_from_mapping(data, source, base)
+    return settings.replace(name=name)
+
+
+def _read_file(path: Path) -> str:
+    """The text of a preset file, refusing what is not a regular, small, UTF-8 file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InfinipotError(f"preset file not found: {path}") from None
+    except OSError as error:
+        raise InfinipotError(f"cannot read preset file {path} ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InfinipotError(f"preset path is a directory: {path} — give a .yaml file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InfinipotError(f"preset path is not a regular file (a FIFO or device): {path} — give a .yaml file")
+    if info.st_size > MAX_PRESET_BYTES:
+        raise InfinipotError(f"preset file {path} is {info.st_size:,} bytes; a preset is a few lines: check the path")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InfinipotError(f"preset file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
 
 
 def _read_yaml(text: str, source: str) -> object:
+    import yaml
+
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # refuse aliases before anything is built
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise InfinipotError(f"{source} uses YAML anchors or aliases, which presets do not allow: write "
+                                     "each value out")
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise InfinipotError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from error
+        raise InfinipotError(f"{source} is not valid YAML: {str(error).splitlines()[0][:120]}") from None
 
 
-def all_presets() -> list[Preset]:
+def all_presets() -> list[Settings]:
     return [load_preset(name) for name in preset_names()]

@@ -3,7 +3,7 @@
 Keys sit in the cache after RoPE. RoPE turns each pair of key dimensions (d, d + half) by the
 angle position * inv_freq[d] (the rotate_half convention of transformers' Llama, Qwen2 and
 Qwen2-VL code), so a key made at position p becomes the key the model would make at q by one
-more rotation through the angle difference; no pre-RoPE copy of the cache is needed (DESIGN.md §2).
+more rotation through the angle difference; no pre-RoPE copy of the cache is needed (docs/design.md, "Positions").
 
 Three details make it exact rather than nearly so:
 - The model rounds every angle to float32 (fl(p * inv_freq)); at p ~ 1e4 that rounding is

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -255,14 +254,6 @@ def build_tiny_llava_next_video(out_dir: Path) -> None:
     processor.save_pretrained(out_dir)
 
 
-BUILDERS: dict[str, Callable[[Path], None]] = {
-    "qwen2_5_vl": build_tiny_qwen2_5_vl,
-    "qwen2_vl": build_tiny_qwen2_vl,
-    "llava_onevision": build_tiny_llava_onevision,
-    "llava_next_video": build_tiny_llava_next_video,
-}
-
-
 def cache_root() -> Path:
     """Where tiny checkpoints live: $INFINIPOT_CACHE, else $XDG_CACHE_HOME/infinipot, else ~/.cache/infinipot."""
     if env := os.environ.get("INFINIPOT_CACHE"):
@@ -273,6 +264,9 @@ def cache_root() -> Path:
 
 def ensure_tiny_checkpoint(family: str, root: Path | None = None) -> Path:
     """The directory of the tiny `family` checkpoint, building it on first use (a few seconds)."""
+    from infinipot.families import get_family
+
+    builder = get_family(family).build_tiny
     root = root or cache_root()
     target = root / "tiny" / f"{family}-v{BUILDER_VERSION}"
     if (target / "config.json").is_file():
@@ -282,7 +276,7 @@ def ensure_tiny_checkpoint(family: str, root: Path | None = None) -> Path:
     # Build beside the target and rename: a crash never leaves a half-built checkpoint behind.
     scratch = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
     try:
-        BUILDERS[family](scratch)
+        builder(scratch)
         os.replace(scratch, target)
     except OSError:
         if not (target / "config.json").is_file():  # lost a race with another process: theirs is fine

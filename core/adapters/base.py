@@ -1,19 +1,23 @@
 """The adapter interface: everything that differs between model families, and nothing else.
 
-An adapter turns prompt text and video frames into input embeddings with their exact rotary
-positions, runs the language model over them into a cache, and tells the engine the geometry
-of the KV cache. It never sees a policy or a budget.
+An adapter is a stateless translator for one loaded model: it turns prompt text and video
+frames into input embeddings with their exact rotary positions and runs the language model
+over them into a cache. Where a stream stands (the next temporal step, the largest position so
+far, ...) lives in a `PositionState` the session owns and passes in, so one loaded model can
+serve several sessions, one after another or interleaved (docs/design.md, "Program shape").
+An adapter never sees a policy or a budget.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from infinipot.adapters.geometry import kv_bytes_per_token
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
@@ -25,6 +29,8 @@ class EncodedChunk:
     embeds: torch.Tensor  # [1, tokens, hidden]
     positions: torch.Tensor  # [axes, tokens] long
     layout: ChunkLayout
+    # Per-chunk inputs the language model needs beyond embeddings (Qwen3-VL's DeepStack features).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,12 +41,25 @@ class PromptParts:
     positions: torch.Tensor  # [axes, tokens] long
 
 
-class Adapter(ABC):
-    """One model family. Holds the loaded model and processor and the position state of one stream."""
+@dataclass
+class PositionState:
+    """Where a stream stands, as far as positions go. Owned by the session, saved with the cache."""
 
-    family: str
-    position_axes: int  # 3 for M-RoPE, 1 for 1-D RoPE
-    default_positions: str = "original"  # position mode when the preset names none (DESIGN.md §2)
+    prefix_len: int  # tokens of the prompt prefix, positions 0 .. prefix_len - 1
+    largest: int  # largest position id (any axis) of the video so far: text resumes at largest + 1
+    steps: int = 0  # temporal steps streamed (the next step's index)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Adapter(ABC):
+    """One model family around one loaded model and its processor."""
+
+    family: ClassVar[str]
+    position_axes: ClassVar[int]  # 3 for M-RoPE, 1 for 1-D RoPE
+    default_positions: ClassVar[str] = "original"  # position mode when the settings name none
+    state_class: ClassVar[type[PositionState]] = PositionState
 
     def __init__(self, model: torch.nn.Module, processor, model_id: str) -> None:
         self.model = model
@@ -48,23 +67,22 @@ class Adapter(ABC):
         self.tokenizer = processor.tokenizer
         self.model_id = model_id
 
-    # --- geometry -------------------------------------------------------------------------
+    # --- geometry, from the config and processor alone (no weights) ---------------------------
+    @classmethod
+    @abstractmethod
+    def token_grid(cls, config, processor, height: int, width: int, min_pixels: int | None,
+                   max_pixels: int | None) -> tuple[int, int]:
+        """(rows, cols) of one temporal step's tokens for frames of this native size."""
+
+    @classmethod
+    @abstractmethod
+    def frame_multiple(cls, config, processor) -> int:
+        """Video frames per temporal step (chunks hold a multiple of this many frames)."""
+
+    # --- the loaded model ---------------------------------------------------------------------
     @property
     def text_config(self):
         return self.model.config.get_text_config()
-
-    @property
-    def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
-
-    @property
-    def kv_heads(self) -> int:
-        return self.text_config.num_key_value_heads
-
-    @property
-    def head_dim(self) -> int:
-        config = self.text_config
-        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
     @property
     def device(self) -> torch.device:
@@ -74,72 +92,12 @@ class Adapter(ABC):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def kv_bytes_per_token(self) -> int:
-        """Bytes one cached token costs across all layers and KV heads (keys and values)."""
-        return kv_bytes_per_token(self.model.config, self.dtype)
-
-    @abstractmethod
-    def frame_multiple(self) -> int:
-        """Frames per temporal token (chunks must hold a multiple of this many frames)."""
-
-    @abstractmethod
-    def tokens_per_frame(self, height: int, width: int) -> tuple[int, int]:
-        """(rows, cols) of one temporal token grid for a video of this native size."""
-
-    # --- prompt ---------------------------------------------------------------------------
-    @abstractmethod
-    def begin_stream(self, sample_fps: float) -> PromptParts:
-        """Reset the position state for a new video and return the prompt prefix (never compressed)."""
-
-    @abstractmethod
-    def encode_chunk(self, frames: np.ndarray) -> EncodedChunk:
-        """Encode the next frames of the stream (`[n, H, W, 3]` uint8) with their exact positions."""
-
-    @abstractmethod
-    def question(self, text: str) -> PromptParts:
-        """The prompt suffix that closes the video and asks `text`, positioned after the video."""
-
-    @abstractmethod
-    def next_positions(self, after: torch.Tensor, count: int) -> torch.Tensor:
-        """Positions `[axes, count]` of `count` text tokens following the token at `after` ([axes])."""
-
-    def answer_position(self, prompt: PromptParts) -> torch.Tensor:
-        """Position `[axes, 1]` of the first generated token, as the model's own `generate` places it."""
-        return self.next_positions(prompt.positions[:, -1], 1)
-
-    # --- compact positions (infinipot.positions) ----------------------------------------------
-    def video_end_position(self, frames: int, grid: tuple[int, int]) -> int | None:
-        """Largest position a one-shot prompt of `frames` frames of `grid` tokens gives before the question.
-
-        Call after `begin_stream`. None when the family cannot foresee it (no window warning then).
-        """
-        return None
-
-    def rebase_positions(self, next_start: int, pending: EncodedChunk) -> EncodedChunk:
-        """After a compaction: continue the stream at `next_start` (axis 0 of the positions).
-
-        `pending` was encoded but not yet prefilled; it comes back moved to start at `next_start`,
-        and the chunks after it follow it.
-        """
-        raise InfinipotError(f"{self.family} has no compact positions: use --positions original")
-
     def rotary_embedding(self) -> torch.nn.Module:
         """The language model's rotary-embedding module (its inv_freq and rope type)."""
         return self.model.model.language_model.rotary_emb
 
-    def follow_up(self, text: str, start: torch.Tensor) -> PromptParts:
-        """The next chat turn: close the previous answer and ask `text`, the first token at `start` ([axes])."""
-        raise InfinipotError(
-            f"multi-turn chat is not available for {self.family} models yet: ask single questions with `infinipot ask`"
-        )
-
-    # --- model ------------------------------------------------------------------------------
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids.to(self.device))
-
-    @abstractmethod
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        """Run the language model over `embeds` into `cache`; return the last token's logits `[vocab]`."""
 
     def eos_token_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -151,9 +109,65 @@ class Adapter(ABC):
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def stream_state(self) -> dict:
-        """The position state of the stream, to save beside a cache."""
-        return {}
+    # --- a stream -------------------------------------------------------------------------------
+    @abstractmethod
+    def begin(self, sample_fps: float) -> tuple[PositionState, PromptParts]:
+        """A fresh stream's position state and its prompt prefix (never compressed)."""
 
-    def restore_stream_state(self, state: dict) -> None:
-        """Restore what `stream_state` returned."""
+    @abstractmethod
+    def encode(self, frames: np.ndarray, state: PositionState) -> EncodedChunk:
+        """Encode the stream's next frames (`[n, H, W, 3]` uint8) at their exact positions; advances `state`."""
+
+    @abstractmethod
+    def question_ids(self, text: str, state: PositionState) -> torch.Tensor:
+        """Token ids `[1, n]` that close the video and ask `text`, ending with the answer prompt."""
+
+    def question(self, text: str, state: PositionState) -> PromptParts:
+        """The question, starting one past the largest position so far on every axis (the training rule)."""
+        if state.steps == 0:
+            raise InfinipotError("no video has been streamed yet: stream a video before asking")
+        ids = self.question_ids(text, state)
+        return PromptParts(ids, self.text_positions(state.largest + 1, ids.shape[1]))
+
+    def follow_up(self, text: str, start: int) -> PromptParts:
+        """The next chat turn: close the previous answer and ask `text`, the first token at `start`."""
+        raise InfinipotError(
+            f"multi-turn chat is not available for {self.family} models: ask single questions with `infinipot ask`"
+        )
+
+    def text_positions(self, start: int, count: int) -> torch.Tensor:
+        """Positions `[axes, count]` of `count` text tokens from `start` (every axis alike)."""
+        return (torch.arange(count, dtype=torch.long) + start).unsqueeze(0).expand(self.position_axes, count).contiguous()
+
+    def restart_at(self, next_start: int, state: PositionState) -> None:
+        """Compact positions: the stream's next chunk starts at `next_start` on axis 0 (after a compaction).
+
+        `state.largest` already holds the largest position left in the cache.
+        """
+        raise InfinipotError(f"{self.family} has no compact positions: use `positions` original")
+
+    @classmethod
+    def video_span(cls, config, processor, frames: int, grid: tuple[int, int], sample_fps: float) -> int:
+        """Largest position offset from the video's first position that `frames` frames reach in one prompt."""
+        raise NotImplementedError
+
+    def state_from_dict(self, data: dict) -> PositionState:
+        names = {f.name for f in dataclasses.fields(self.state_class)}
+        missing = names - set(data)
+        if missing:
+            raise InfinipotError(f"the saved stream state lacks {', '.join(sorted(missing))}: compress the video again")
+        return self.state_class(**{key: data[key] for key in names})
+
+    # --- the language model ---------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache, extras: dict | None = None
+                ) -> torch.Tensor:
+        """Run the language model over `embeds` into `cache`; return the last token's logits `[vocab]`."""
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes one cached token costs across all layers and KV heads (keys and values)."""
+    text = config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return text.num_hidden_layers * text.num_key_value_heads * head_dim * 2 * itemsize

@@ -7,33 +7,49 @@ encoded chunk by chunk in any number (frame multiple 1):
 - OneVision: SigLIP, bilinear 2x2 pooling to ceil(side / 2)^2 tokens (196 for 384/14), and ONE
   learned `image_newline` after the last frame of the whole video. A stream does not know its
   last frame, so the newline goes in front of the question (and is cropped with it), which is
-  exactly what a one-shot prompt holds (DESIGN.md §4).
+  exactly what a one-shot prompt holds (docs/design.md, "Families").
 - NeXT-Video: CLIP without its CLS token, average-pooled by `spatial_pool_stride` (144 tokens
   for 336/14); nothing closes the video.
 
 Positions are 1-D: the model was trained on `max_position_embeddings` of them (32K for the
 Qwen2 OneVision models, 4K for Vicuna NeXT-Video), which a video at 196 tokens a frame fills in
-minutes, so `compact` is the default position mode (infinipot.positions). Within one forward
+minutes, so `compact` is the default position mode (docs/design.md, "Positions"). Within one forward
 the positions are always consecutive; transformers reads a jump there as a packed second
 sequence and would mask across it.
 """
 
+
 from __future__ import annotations
 
-import dataclasses
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from infinipot.adapters.base import Adapter, EncodedChunk, PromptParts
-from infinipot.adapters.geometry import llava_grid
+from infinipot.adapters.base import Adapter, EncodedChunk, PositionState, PromptParts
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
 PLACEHOLDER_QUESTION = "?"
 ANSWER_MARK = "@@infinipot-answer@@"  # markers for rendering a conversation template
 QUESTION_MARK = "@@infinipot-question@@"
-FAMILIES = ("llava_onevision", "llava_next_video")
+
+
+@dataclass
+class LlavaPositions(PositionState):
+    prefix_ids: tuple[int, ...] = ()  # the prompt prefix, to check a question's template agrees
+
+
+def llava_grid(config) -> tuple[int, int]:
+    """(rows, cols) of one frame after the family's pooling; every frame is resized to the tower's square."""
+    vision = config.vision_config
+    side = vision.image_size // vision.patch_size
+    if config.model_type == "llava_onevision":  # bilinear pooling to ceil(side / 2)
+        pooled = math.ceil(side / 2)
+    else:  # LLaVA-NeXT-Video: average pooling with kernel = stride
+        pooled = side // config.spatial_pool_stride
+    return pooled, pooled
 
 
 class LlavaAdapter(Adapter):
@@ -41,25 +57,22 @@ class LlavaAdapter(Adapter):
 
     position_axes = 1
     default_positions = "compact"
+    state_class = LlavaPositions
+    closes_with_newline = False
 
-    def __init__(self, model, processor, model_id: str) -> None:
-        super().__init__(model, processor, model_id)
-        self.family = model.config.model_type
-        if self.family not in FAMILIES:
-            raise InfinipotError(f"{model_id} is a {self.family!r} model, not one of {', '.join(FAMILIES)}")
+    def __init__(self, model, processor, model_id: str, min_pixels: int | None = None,
+                 max_pixels: int | None = None) -> None:
+        super().__init__(model, processor, model_id)  # frames are resized to the tower's square: no pixel limits
         self.video_token_id = int(model.config.video_token_id)
-        self.closes_with_newline = self.family == "llava_onevision"
         self.grid = llava_grid(model.config)
-        self._prefix_ids: torch.Tensor | None = None  # [1, prefix] long
-        self._next_position = 0  # position of the next video token
-        self._frames = 0  # frames streamed so far (the next frame's index)
 
-    # --- geometry -------------------------------------------------------------------------
-    def frame_multiple(self) -> int:
+    @classmethod
+    def token_grid(cls, config, processor, height, width, min_pixels, max_pixels) -> tuple[int, int]:
+        return llava_grid(config)
+
+    @classmethod
+    def frame_multiple(cls, config, processor) -> int:
         return 1
-
-    def tokens_per_frame(self, height: int, width: int) -> tuple[int, int]:
-        return self.grid  # every frame is resized to the vision tower's square
 
     # --- prompt ---------------------------------------------------------------------------
     def _split_prompt(self, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,33 +94,24 @@ class LlavaAdapter(Adapter):
         split = int(where[0])
         return ids[:, :split], ids[:, split + 1 :]
 
-    def _positions(self, start: int, count: int) -> torch.Tensor:
-        return (torch.arange(count, dtype=torch.long) + start).unsqueeze(0)  # [1, count]
-
-    def begin_stream(self, sample_fps: float) -> PromptParts:
+    def begin(self, sample_fps: float) -> tuple[LlavaPositions, PromptParts]:
         prefix, _ = self._split_prompt(PLACEHOLDER_QUESTION)
-        self._prefix_ids = prefix
-        self._next_position = prefix.shape[1]
-        self._frames = 0
-        return PromptParts(prefix, self._positions(0, prefix.shape[1]))
+        count = prefix.shape[1]
+        state = LlavaPositions(prefix_len=count, largest=count - 1, prefix_ids=tuple(prefix[0].tolist()))
+        return state, PromptParts(prefix, self.text_positions(0, count))
 
-    def question(self, text: str) -> PromptParts:
-        if self._frames == 0:
-            raise InfinipotError("no video has been streamed yet: stream a video before asking")
+    def question_ids(self, text: str, state: LlavaPositions) -> torch.Tensor:
         prefix, suffix = self._split_prompt(text)
-        if self._prefix_ids is not None and not torch.equal(prefix, self._prefix_ids):
+        if tuple(prefix[0].tolist()) != tuple(state.prefix_ids):
             raise InfinipotError(
                 f"the chat template of {self.model_id} changes the text before the video with the question: "
                 "use the model's own processor files"
             )
         if self.closes_with_newline:  # the video token slot that embed_ids fills with image_newline
             suffix = torch.cat([torch.tensor([[self.video_token_id]]), suffix], dim=1)
-        return PromptParts(suffix, self._positions(self._next_position, suffix.shape[1]))
+        return suffix
 
-    def next_positions(self, after: torch.Tensor, count: int) -> torch.Tensor:
-        return self._positions(int(after.max()) + 1, count)
-
-    def follow_up(self, text: str, start: torch.Tensor) -> PromptParts:
+    def follow_up(self, text: str, start: int) -> PromptParts:
         """The chat template's own text between an answer and the next generation prompt.
 
         A two-turn conversation with marker strings is rendered and the text after the first
@@ -124,25 +128,10 @@ class LlavaAdapter(Adapter):
             raise InfinipotError(f"the chat template of {self.model_id} cannot hold a conversation: ask single questions")
         tail = rendered.split(ANSWER_MARK, 1)[1].replace(QUESTION_MARK, text)
         ids = torch.tensor([self.tokenizer(tail, add_special_tokens=False).input_ids], dtype=torch.long)
-        return PromptParts(ids, self._positions(int(start.max()), ids.shape[1]))
-
-    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings; for OneVision a video placeholder outside the video is the closing image_newline.
-
-        Only `question` puts one there: the placeholder is a processor-only token the model never writes.
-        """
-        embeds = super().embed_ids(ids)  # [1, tokens, hidden]
-        if not self.closes_with_newline:
-            return embeds
-        slots = (ids.to(embeds.device) == self.video_token_id).unsqueeze(-1)  # [1, tokens, 1]
-        if not bool(slots.any()):
-            return embeds
-        newline = self.model.model.image_newline.to(embeds.device, embeds.dtype)  # [hidden]
-        with torch.no_grad():
-            return torch.where(slots, newline, embeds)
+        return PromptParts(ids, self.text_positions(start, ids.shape[1]))
 
     # --- video ------------------------------------------------------------------------------
-    def encode_chunk(self, frames: np.ndarray) -> EncodedChunk:
+    def encode(self, frames: np.ndarray, state: LlavaPositions) -> EncodedChunk:
         processed = self.processor.video_processor(videos=[frames], return_tensors="pt", do_sample_frames=False)
         pixels = processed["pixel_values_videos"].to(self.device, self.dtype)  # [1, frames, 3, H, W]
         with torch.inference_mode():
@@ -155,9 +144,9 @@ class LlavaAdapter(Adapter):
                 f"{self.model_id} gave {features.shape[1]} video tokens for {len(frames)} frames, expected {expected}: "
                 "the processor's frame size must match the vision tower's image_size"
             )
-        layout = self._chunk_layout(self._frames, len(frames), self._next_position)
-        self._frames += len(frames)
-        self._next_position += count
+        layout = self._chunk_layout(state.steps, len(frames), state.largest + 1)
+        state.steps += len(frames)
+        state.largest += count
         return EncodedChunk(features[:, :count].to(self.dtype), layout.position.T.contiguous(), layout)
 
     def _chunk_layout(self, first_frame: int, frames: int, first_position: int) -> ChunkLayout:
@@ -168,24 +157,37 @@ class LlavaAdapter(Adapter):
         position = torch.arange(frames * rows * cols, dtype=torch.long) + first_position
         return ChunkLayout(frame.reshape(-1), row.reshape(-1), col.reshape(-1), position.unsqueeze(1))
 
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings; for OneVision a video placeholder outside the video is the closing image_newline.
+
+        Only `question_ids` puts one there: the placeholder is a processor-only token the model never writes.
+        """
+        embeds = super().embed_ids(ids)  # [1, tokens, hidden]
+        if not self.closes_with_newline:
+            return embeds
+        slots = (ids.to(embeds.device) == self.video_token_id).unsqueeze(-1)  # [1, tokens, 1]
+        if not bool(slots.any()):
+            return embeds
+        newline = self.model.model.image_newline.to(embeds.device, embeds.dtype)  # [hidden]
+        with torch.no_grad():
+            return torch.where(slots, newline, embeds)
+
     # --- positions ----------------------------------------------------------------------------
-    def video_end_position(self, frames: int, grid: tuple[int, int]) -> int | None:
-        rows, cols = grid
-        closing = 1 if self.closes_with_newline else 0
-        return self._prefix_len() + frames * rows * cols + closing - 1
+    @classmethod
+    def video_span(cls, config, processor, frames: int, grid: tuple[int, int], sample_fps: float) -> int:
+        return frames * grid[0] * grid[1] + (1 if cls.closes_with_newline else 0) - 1
 
-    def _prefix_len(self) -> int:
-        return 0 if self._prefix_ids is None else self._prefix_ids.shape[1]
+    def restart_at(self, next_start: int, state: LlavaPositions) -> None:
+        state.largest = next_start - 1  # every token has its own position: the next one follows the cache
 
-    def rebase_positions(self, next_start: int, pending: EncodedChunk) -> EncodedChunk:
-        count = pending.layout.tokens
-        position = torch.arange(count, dtype=torch.long) + next_start  # [tokens]
-        self._next_position = next_start + count
-        layout = dataclasses.replace(pending.layout, position=position.unsqueeze(1))
-        return dataclasses.replace(pending, positions=position.unsqueeze(0), layout=layout)
+    def state_from_dict(self, data: dict) -> LlavaPositions:
+        state = super().state_from_dict(data)
+        state.prefix_ids = tuple(state.prefix_ids)
+        return state
 
     # --- model ------------------------------------------------------------------------------
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache, extras: dict | None = None
+                ) -> torch.Tensor:
         with torch.inference_mode():
             out = self.model.model.language_model(
                 inputs_embeds=embeds.to(self.device),
@@ -195,15 +197,11 @@ class LlavaAdapter(Adapter):
             )
             return self.model.lm_head(out.last_hidden_state[0, -1])
 
-    def stream_state(self) -> dict:
-        return {
-            "prefix_ids": None if self._prefix_ids is None else self._prefix_ids[0].tolist(),
-            "next_position": self._next_position,
-            "frames": self._frames,
-        }
 
-    def restore_stream_state(self, state: dict) -> None:
-        prefix = state["prefix_ids"]
-        self._prefix_ids = None if prefix is None else torch.tensor([prefix], dtype=torch.long)
-        self._next_position = int(state["next_position"])
-        self._frames = int(state["frames"])
+class OneVisionAdapter(LlavaAdapter):
+    family = "llava_onevision"
+    closes_with_newline = True
+
+
+class NextVideoAdapter(LlavaAdapter):
+    family = "llava_next_video"

@@ -1,35 +1,45 @@
-"""Compression policies by name. Adding one = one function + one line in POLICIES.
+"""Compression policies by name. Adding one = one module with a Policy subclass + one line in POLICIES.
 
-`full` never compresses, so it has no function: the engine skips compression for it.
+docs/design.md ("Policies") says what a policy may ask of the engine.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from infinipot.errors import InfinipotError
-from infinipot.policies.base import Policy, PolicySettings
-from infinipot.policies.baselines import recent, uniform
-from infinipot.policies.infinipot import infinipot
-from infinipot.policies.tar import tar
-from infinipot.policies.van import van
+from infinipot.policies.base import LayerView, Policy
+from infinipot.policies.baselines import Full, Recent, Uniform
+from infinipot.policies.infinipot import Infinipot
+from infinipot.policies.tar import Tar
+from infinipot.policies.van import Van
 
-POLICIES: dict[str, Policy] = {
-    "recent": recent,
-    "uniform": uniform,
-    "tar": tar,
-    "van": van,
-    "infinipot": infinipot,
-}
-
-POLICY_NAMES: tuple[str, ...] = ("full", *POLICIES)
+POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (Full, Recent, Uniform, Tar, Van, Infinipot)}
+POLICY_NAMES: tuple[str, ...] = tuple(POLICIES)
 
 
-def get_policy(name: str) -> Policy | None:
-    """The policy function for `name`, or None for `full` (never compress)."""
-    if name == "full":
-        return None
+def policy_class(name: str) -> type[Policy]:
     if name not in POLICIES:
-        raise InfinipotError(f"unknown policy {name!r}: choose one of {', '.join(POLICY_NAMES)}")
+        raise InfinipotError(f"unknown `policy` {name!r}: choose one of {', '.join(POLICY_NAMES)}")
     return POLICIES[name]
 
 
-__all__ = ["POLICIES", "POLICY_NAMES", "Policy", "PolicySettings", "get_policy"]
+def make_policy(name: str, knobs: dict[str, Any] | None = None) -> Policy:
+    """The policy `name` with its knobs taken from `knobs` (knobs of other policies are ignored)."""
+    return policy_class(name).from_knobs(knobs or {})
+
+
+def knob_types() -> dict[str, Any]:
+    """Every knob any policy declares, with its type (a name means the same in every policy)."""
+    found: dict[str, Any] = {}
+    for cls in POLICIES.values():
+        found.update(cls.knobs())
+    return found
+
+
+def knob_names() -> tuple[str, ...]:
+    return tuple(knob_types())
+
+
+__all__ = ["POLICIES", "POLICY_NAMES", "LayerView", "Policy", "knob_names", "knob_types", "make_policy",
+           "policy_class"]

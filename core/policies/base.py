@@ -1,57 +1,91 @@
-"""The policy interface: which cached visual tokens of one layer to keep, per KV head.
+"""The policy interface, and the selection plumbing every policy shares.
 
-A policy is a pure function. It sees one layer's visual keys and values (the prefix is never
-passed in), the layout of those tokens and how many to keep; it returns sorted token indices
-per head. No model, no I/O, no state.
+A policy is a small frozen dataclass: its fields are its knobs (checked in `__post_init__`),
+`check` refuses a budget it cannot work with before any weights load, and `select` picks which
+visual tokens of one layer each KV head keeps. The cache calls `compress` with every layer's
+view before it prunes any layer, so a policy that needs all layers' scores first (VaN's CV
+pooling calibrates across layers) overrides `compress` instead (docs/design.md, "Policies").
+
+`memory` is a small JSON-able dict the stream keeps for the policy across compressions and
+saves with the cache (calibrated thresholds, pool sizes): the policy itself holds no state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from infinipot.errors import InfinipotError
 from infinipot.layout import VisualLayout
 
+if TYPE_CHECKING:
+    from infinipot.budget import BudgetPlan
+
 
 @dataclass(frozen=True)
-class PolicySettings:
-    """Knobs shared by all policies; each policy reads the ones it needs."""
+class LayerView:
+    """One layer's cached visual tokens, as a policy sees them (the prefix is never included)."""
 
-    recent_frames: int = 1  # r: the newest frames kept whole
-    tar_ratio: float = 0.5  # alpha: share of the kept tokens chosen by TaR (recent frames included)
-    pooling: str = "none"  # VaN pooling: none | quartile | spread
-    spread_thresholds: tuple[float, float, float] = (0.6, 0.4, 0.2)  # CV thresholds for pool 7 / 5 / 3
-    layer: int = 0  # index of the layer being compressed
-    num_layers: int = 1
-    grid: tuple[int, int] = (1, 1)  # (rows, cols) of one frame's token grid
+    keys: torch.Tensor  # [heads, tokens, dim] post-RoPE
+    values: torch.Tensor  # [heads, tokens, dim]
+    layout: VisualLayout
+    index: int  # layer index
+    num_layers: int
+    plan: BudgetPlan
+    # What a policy computed across all layers before selecting in this one (VaN's pool plan),
+    # and what the engine provides on request (docs/design.md, "Policies").
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class Policy(Protocol):
-    def __call__(
-        self,
-        keys: torch.Tensor,  # [heads, tokens, dim]
-        values: torch.Tensor,  # [heads, tokens, dim]
-        layout: VisualLayout,
-        keep: int,
-        settings: PolicySettings,
-    ) -> torch.Tensor:  # [heads, keep] long, sorted ascending, unique per head
-        ...
+@dataclass(frozen=True)
+class Policy:
+    """Base class: subclasses set `name` and `summary`, declare knobs as fields, and write `select`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for --help, the README and `infinipot presets`
+    compresses: ClassVar[bool] = True
+
+    @classmethod
+    def knobs(cls) -> dict[str, Any]:
+        """Knob name -> type, from the dataclass fields."""
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_knobs(cls, knobs: Mapping[str, Any]) -> Policy:
+        """This policy with the knobs it declares taken from `knobs` (others are for other policies)."""
+        own = {name: value for name, value in knobs.items() if name in cls.knobs()}
+        return cls(**own)
+
+    def describe(self) -> dict:
+        return {"policy": self.name, **dataclasses.asdict(self)}
+
+    def check(self, plan: BudgetPlan) -> None:
+        """Raise InfinipotError when this policy cannot work with `plan` (no weights needed)."""
+
+    def compress(self, layers: Sequence[LayerView], keep: int, memory: dict) -> list[torch.Tensor]:
+        """Kept token indices per layer, `[heads, keep]` each, sorted and unique per head."""
+        return [self.select(layer, keep, memory) for layer in layers]
+
+    def select(self, layer: LayerView, keep: int, memory: dict) -> torch.Tensor:  # [heads, keep] long
+        raise NotImplementedError
+
+
+def check_ratio(name: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise InfinipotError(f"`{name}` must be in (0, 1], got {value:g}")
 
 
 def recent_mask(layout: VisualLayout, recent_frames: int) -> torch.Tensor:
-    """True for tokens of the `recent_frames` newest frames in this layer. [heads, tokens] bool"""
+    """True for tokens of the `recent_frames` newest temporal steps in this layer. [heads, tokens] bool"""
     newest = layout.frame.max()
     return layout.frame > newest - recent_frames
-
-
-def sorted_topk(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Indices of the `keep` highest scores per row, in original order. Ties go to the earlier token."""
-    # topk's tie order is unspecified; a stable descending sort makes selection deterministic.
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :keep]
-    return torch.sort(order, dim=-1).values
 
 
 def select_forced_then_topk(
@@ -80,9 +114,9 @@ def scoring_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.promote_types(tensor.dtype, torch.float32)
 
 
-def grid_size(layout: VisualLayout, settings: PolicySettings) -> tuple[int, int]:
-    """(rows, cols) of the frame grid: the configured grid, grown to fit any cell in the layout."""
-    rows, cols = settings.grid
+def grid_size(layout: VisualLayout, grid: tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of the frame grid: the stream's grid, grown to fit any cell in the layout."""
+    rows, cols = grid
     if layout.tokens:
         rows = max(rows, int(layout.row.max()) + 1)
         cols = max(cols, int(layout.col.max()) + 1)

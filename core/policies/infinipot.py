@@ -2,21 +2,23 @@
 
 Of the `keep` tokens, floor(tar_ratio * keep) are chosen by TaR: the recent frames whole, then
 the least redundant older tokens. The remaining slots go to the tokens with the highest
-(pooled) value norm among those TaR did not take. The reference code rounds the VaN share
+(pooled) value norm among those TaR did not take. The official code rounds the VaN share
 instead ((1 - alpha) * C, rounded) and crashes when the recent frames do not fit; we floor the
-TaR share and say what to change.
+TaR share and say what to change (docs/design.md, "Deviations").
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from infinipot.layout import VisualLayout
-from infinipot.policies.base import PolicySettings, check_recent_fits, recent_mask, select_forced_then_topk
+from infinipot.policies.base import LayerView, check_ratio, select_forced_then_topk
 from infinipot.policies.tar import tar_scores
-from infinipot.policies.van import van_scores
+from infinipot.policies.van import PooledNorms
+
+DEFAULT_TAR_RATIO = 0.5  # alpha, the paper's default
 
 
 def tar_share(keep: int, tar_ratio: float) -> int:
@@ -25,13 +27,25 @@ def tar_share(keep: int, tar_ratio: float) -> int:
     return min(keep, math.floor(tar_ratio * keep + 1e-9))
 
 
-def infinipot(
-    keys: torch.Tensor, values: torch.Tensor, layout: VisualLayout, keep: int, settings: PolicySettings
-) -> torch.Tensor:  # [heads, keep]
-    """TaR (recent frames + least redundant older tokens), then VaN for the remaining slots."""
-    recent = recent_mask(layout, settings.recent_frames)
-    tar_keep = tar_share(keep, settings.tar_ratio)
-    check_recent_fits(recent, tar_keep, "the TaR share", "raise --tar-ratio or --keep-ratio, or lower --recent")
-    tar_kept = select_forced_then_topk(tar_scores(keys, layout, recent, settings), recent, tar_keep)
-    taken = torch.zeros_like(recent).scatter_(1, tar_kept, True)
-    return select_forced_then_topk(van_scores(values, layout, settings), taken, keep)
+@dataclass(frozen=True)
+class Infinipot(PooledNorms):
+    name = "infinipot"
+    summary = "InfiniPot-V (default): TaR keeps the recent frames and what differs from them, VaN fills the rest"
+    tar_ratio: float = DEFAULT_TAR_RATIO
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ratio("tar_ratio", self.tar_ratio)
+
+    def forced_room(self, keep: int) -> tuple[int, str]:
+        return tar_share(keep, self.tar_ratio), "the TaR share (`tar_ratio` x kept budget)"
+
+    def fix_settings(self) -> str:
+        return "`tar_ratio`, `keep_ratio` or `budget`"
+
+    def choose(self, layer: LayerView, recent: torch.Tensor, keep: int, memory: dict) -> torch.Tensor:
+        tar_keep = tar_share(keep, self.tar_ratio)
+        scores = tar_scores(layer.keys, layer.layout, recent, layer.plan.grid)
+        tar_kept = select_forced_then_topk(scores, recent, tar_keep)
+        taken = torch.zeros_like(recent).scatter_(1, tar_kept, True)
+        return select_forced_then_topk(self.van_scores(layer, memory), taken, keep)

@@ -4,30 +4,26 @@ For an older token at cell (row, col), redundancy is its mean cosine similarity 
 the recent frames at the same cell; the TaR score is minus that. Tokens are matched by the
 layout's (row, col), not by slot: after a few compressions each head's slots are scrambled, and
 comparing slot i with slot i of a recent frame (as the reference code does) would compare
-unrelated cells.
+unrelated cells (docs/design.md, "Deviations").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from infinipot.layout import VisualLayout
-from infinipot.policies.base import (
-    PolicySettings,
-    check_recent_fits,
-    grid_size,
-    recent_mask,
-    scoring_dtype,
-    select_forced_then_topk,
-)
+from infinipot.policies.base import LayerView, grid_size, scoring_dtype
+from infinipot.policies.recent_frames import RecentFramesPolicy
 
 
 def tar_scores(
     keys: torch.Tensor,  # [heads, tokens, dim] post-RoPE
     layout: VisualLayout,
     recent: torch.Tensor,  # [heads, tokens] bool
-    settings: PolicySettings,
+    grid: tuple[int, int],
 ) -> torch.Tensor:  # [heads, tokens]: -mean cos with the recent keys at the same cell; 0 for recent tokens
     """TaR score of every token; higher = less redundant with the recent frames.
 
@@ -36,7 +32,7 @@ def tar_scores(
     recent frames' own grid is smaller than an older frame's.
     """
     heads, tokens, dim = keys.shape
-    rows, cols = grid_size(layout, settings)
+    rows, cols = grid_size(layout, grid)
     cells = rows * cols
     unit = F.normalize(keys.to(scoring_dtype(keys)), dim=-1)  # [heads, tokens, dim]
     cell = layout.row * cols + layout.col  # [heads, tokens]
@@ -61,10 +57,10 @@ def tar_scores(
     return scores.masked_fill(recent | (count == 0), 0.0)
 
 
-def tar(
-    keys: torch.Tensor, values: torch.Tensor, layout: VisualLayout, keep: int, settings: PolicySettings
-) -> torch.Tensor:  # [heads, keep]
-    """The recent frames, then the older tokens with the highest TaR score."""
-    recent = recent_mask(layout, settings.recent_frames)
-    check_recent_fits(recent, keep, "the budget", "raise --keep-ratio or lower --recent")
-    return select_forced_then_topk(tar_scores(keys, layout, recent, settings), recent, keep)
+@dataclass(frozen=True)
+class Tar(RecentFramesPolicy):
+    name = "tar"
+    summary = "TaR alone: the recent frames, then the older tokens least redundant with them"
+
+    def score(self, layer: LayerView, recent: torch.Tensor, memory: dict) -> torch.Tensor:
+        return tar_scores(layer.keys, layer.layout, recent, layer.plan.grid)

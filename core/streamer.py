@@ -1,0 +1,112 @@
+"""The body of the streaming loop: frames -> (compress if they would not fit) -> encode -> prefill.
+
+A chunk's token count is known before it is encoded (whole temporal steps of the stream's
+grid), so the cache is compressed, and in compact mode renumbered, before the chunk is encoded
+at the positions that follow. A *tentative* chunk (frames up to a question's moment, part of a
+chunk the source has not finished) is prefilled, answered from, then rolled back, so asking in
+the middle of a stream never changes what the stream does next (docs/design.md, "Questions
+in time").
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from infinipot.adapters.base import Adapter, PromptParts
+from infinipot.cache import BudgetedCache
+from infinipot.policies import Policy
+from infinipot.rope import KeyRotator
+from infinipot.stream_state import StreamState, StreamStats
+
+
+@dataclass
+class Checkpoint:
+    """What a tentative chunk changes, to put back afterwards."""
+
+    visual_tokens: int
+    positions: object
+    stats: StreamStats
+
+
+class Streamer:
+    """Writes frames into one stream's cache; the session owns it and its state."""
+
+    def __init__(self, adapter: Adapter, cache: BudgetedCache, state: StreamState, policy: Policy) -> None:
+        self.adapter = adapter
+        self.cache = cache
+        self.state = state
+        self.policy = policy
+        self.rotator = (  # only compact mode turns cached keys
+            KeyRotator.from_rotary_embedding(adapter.rotary_embedding(), adapter.position_axes)
+            if state.position_mode == "compact" else None
+        )
+        self._work_at_last_compression = 0.0
+
+    def prefill_prefix(self, prefix: PromptParts) -> None:
+        self.adapter.forward(self.adapter.embed_ids(prefix.ids), prefix.positions, self.cache.kv)
+        self.cache.mark_prefix()
+
+    def add(self, frames: np.ndarray, end_seconds: float) -> None:
+        """Prefill whole temporal steps of frames (`[n, H, W, 3]`, n a multiple of the frame multiple)."""
+        state, plan, stats = self.state, self.state.plan, self.state.stats
+        incoming = (len(frames) // plan.frame_multiple) * plan.tokens_per_step
+        if plan.compress and self.cache.visual_tokens + incoming > plan.budget_tokens:
+            self.compress()
+        timings = stats.timings
+        start = time.perf_counter()
+        chunk = self.adapter.encode(frames, state.positions)
+        encoded = time.perf_counter()
+        self.adapter.forward(chunk.embeds, chunk.positions, self.cache.kv, chunk.extras)
+        self.cache.add_chunk(chunk.layout)
+        timings["encode_s"] += encoded - start
+        timings["prefill_s"] += time.perf_counter() - encoded
+        stats.frames += len(frames)
+        stats.video_seconds = max(stats.video_seconds, end_seconds - state.start_seconds)
+        stats.visual_tokens_seen += chunk.layout.tokens
+        stats.peak_cached_tokens = max(stats.peak_cached_tokens, self.cache.visual_tokens)
+
+    def compress(self) -> None:
+        """Compress every layer to the kept budget; in compact mode renumber and continue after the kept tokens."""
+        state, stats = self.state, self.state.stats
+        start = time.perf_counter()
+        result = self.cache.compress(self.policy, state.plan.keep_tokens, state.plan, state.policy_memory)
+        if self.rotator is not None:
+            next_start = self.cache.compact(self.rotator)
+            state.positions.largest = self.cache.largest_position()
+            self.adapter.restart_at(next_start, state.positions)
+        elapsed = time.perf_counter() - start
+        stats.compressions += 1
+        stats.tokens_evicted += result.before - result.after
+        stats.timings["compress_s"] += elapsed
+        work = stats.timings["encode_s"] + stats.timings["prefill_s"]
+        stats.cycles.append((elapsed, work - self._work_at_last_compression))
+        self._work_at_last_compression = work
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.cache.visual_tokens, copy.deepcopy(self.state.positions),
+                          copy.deepcopy(self.state.stats))
+
+    def add_tentative(self, frames: np.ndarray, end_seconds: float) -> Checkpoint:
+        """Prefill `frames` so they can be answered from, returning how to take them back.
+
+        A compression they need is done for good first: the whole chunk they belong to would
+        need it too, at the same cache state, so it happens either way.
+        """
+        plan = self.state.plan
+        incoming = (len(frames) // plan.frame_multiple) * plan.tokens_per_step
+        if plan.compress and self.cache.visual_tokens + incoming > plan.budget_tokens:
+            self.compress()
+        saved = self.checkpoint()
+        self.add(frames, end_seconds)
+        return saved
+
+    def roll_back(self, saved: Checkpoint) -> None:
+        peak = self.state.stats.peak_cached_tokens
+        self.cache.drop_visual_after(saved.visual_tokens)
+        self.state.positions = saved.positions
+        self.state.stats = saved.stats
+        self.state.stats.peak_cached_tokens = peak  # the cache really held them
