@@ -272,5 +272,15 @@ class Session(Answering):
                                         chunk.end_seconds) if used < len(chunk.frames) else None
 
     @property
+    def source(self):
+        """The open frame source (its `info`, and `warnings` a source may have), or None."""
+        return self._reader.source if self._reader is not None else None
+
+    @property
+    def warnings(self) -> list[str]:
+        """One-line warnings about the stream (a capped frame rate, skipped damaged seconds, how a live source ended)."""
+        return list(getattr(self.source, "warnings", []) or [])
+
+    @property
     def geometry(self) -> Geometry | None:
         return self.setup.geometry if self.setup else None

@@ -8,16 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from infinipot.adapters import load_adapter
+from infinipot.families import FAMILIES
+from infinipot.model import Model
 from infinipot.presets import load_preset
 from infinipot.synthetic import write_test_video
-
-FAMILY_PRESETS = {
-    "qwen2_5_vl": "tiny",
-    "qwen2_vl": "tiny-qwen2-vl",
-    "llava_onevision": "tiny-llava-onevision",
-    "llava_next_video": "tiny-llava-next-video",
-}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,13 +29,15 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def adapters(tiny_cache):
-    """One loaded adapter per family, through the same path as `--preset tiny`."""
-    loaded = {}
+def models(tiny_cache):
+    """One loaded tiny Model per family (`models("qwen2_5_vl")`), shared by every session of the test run."""
+    loaded: dict[str, Model] = {}
 
-    def get(family: str):
+    def get(family: str) -> Model:
         if family not in loaded:
-            loaded[family] = load_adapter(load_preset(FAMILY_PRESETS[family]), device="cpu")
+            model = Model(load_preset(FAMILIES[family].tiny_preset), device="cpu")
+            model.adapter  # load the weights once
+            loaded[family] = model
         return loaded[family]
 
     return get

@@ -1,6 +1,44 @@
-"""Small assertions and helpers shared by several test files."""
+"""Helpers shared by the test files: frames, sessions on the shared tiny models, the CLI, assertions."""
 
 from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from infinipot.families import FAMILIES
+from infinipot.session import Session
+
+ALL_FAMILIES = list(FAMILIES)
+QWEN_FAMILIES = [name for name in ALL_FAMILIES if name.startswith("qwen")]
+LLAVA_FAMILIES = [name for name in ALL_FAMILIES if name.startswith("llava")]
+TOKENS_PER_STEP = {"qwen2_5_vl": 12, "qwen2_vl": 12, "llava_onevision": 9, "llava_next_video": 16}  # at 84x112
+
+
+def frames(count: int, seed: int = 0, height: int = 84, width: int = 112) -> np.ndarray:
+    """Random uint8 RGB frames `[count, height, width, 3]`."""
+    return np.random.RandomState(seed).randint(0, 256, (count, height, width, 3), dtype=np.uint8)
+
+
+def session(models, family: str = "qwen2_5_vl", **settings) -> Session:
+    """A session on the shared tiny model of `family`, with settings overridden by keyword."""
+    model = models(family)
+    return Session.from_preset(FAMILIES[family].tiny_preset, model=model, **settings)
+
+
+def streamed(models, family: str = "qwen2_5_vl", count: int = 24, seed: int = 0, **settings) -> Session:
+    """A session that has been fed `count` random frames (1 fps) and finished."""
+    settings = {"policy": "infinipot", "budget": 96, "chunk_frames": 8, **settings}
+    result = session(models, family, **settings)
+    result.feed(frames(count, seed))
+    result.finish()
+    return result
+
+
+def invoke(*args, env: dict | None = None, input: str | None = None):
+    """Run the CLI in-process with a fixed, wide terminal (tests must not depend on the caller's)."""
+    from infinipot_cli.app import app
+
+    return CliRunner().invoke(app, [str(arg) for arg in args], env={"COLUMNS": "200", **(env or {})}, input=input)
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
