@@ -79,7 +79,8 @@ def _letter_of_text(value: object, options: tuple[str, ...], key: str) -> str | 
         return None
     text = str(value).strip() if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
     exact = [LETTERS[i] for i, option in enumerate(options) if option == text]
-    loose = [LETTERS[i] for i, option in enumerate(options) if text is not None and normalize(option) == normalize(text)]
+    loose = [LETTERS[i] for i, option in enumerate(options)
+             if text is not None and normalize(option) == normalize(text)]
     if exact or len(loose) == 1:
         return (exact or loose)[0]
     raise ValueError(f"`{key}` {excerpt(value)} is not one of the options")

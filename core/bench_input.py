@@ -126,13 +126,15 @@ def text_lines(data: bytes, path: Path) -> Iterator[tuple[int, str | None, str]]
     raw_lines: list[bytes] | list[str] = text.split("\n") if text is not None else data.split(b"\n")
     for number, raw in enumerate(raw_lines, start=1):
         if len(raw) > MAX_LINE_BYTES:
-            yield number, None, f"line is {len(raw):,} characters, over the {MAX_LINE_BYTES >> 20} MiB limit for one entry"
+            limit = f"{MAX_LINE_BYTES >> 20} MiB"
+            yield number, None, f"line is {len(raw):,} characters, over the {limit} limit for one entry"
             continue
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                yield number, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x}, perhaps Latin-1): save the file as UTF-8"
+                byte = raw[error.start]
+                yield number, None, f"not UTF-8 text (byte 0x{byte:02x}, perhaps Latin-1): save the file as UTF-8"
                 continue
         yield number, raw.rstrip("\r").lstrip("\ufeff"), ""
 
@@ -164,8 +166,8 @@ def yaml_document(text: str, path: Path) -> tuple[object, yaml.Node | None]:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             anchor = getattr(event, "anchor", None)
             if isinstance(event, yaml.AliasEvent) or anchor is not None:
-                line = event.start_mark.line + 1
-                raise InfinipotError(f"{path}:{line}: YAML anchors and aliases (&{anchor}, *{anchor}) are not "
+                line, name = event.start_mark.line + 1, clip(str(anchor), 20)
+                raise InfinipotError(f"{path}:{line}: YAML anchors and aliases (&{name}, *{name}) are not "
                                      "accepted: write each entry out in full")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         document = yaml.SafeLoader("").construct_document(node) if node is not None else None

@@ -230,6 +230,8 @@ def resolve_video(name: str, videos_dir: Path) -> Path | None:
     its tail, dropping leading folders such as the benchmark authors' own mount points), then with
     a video extension, then the same inside each sub-folder. None when nothing fits."""
     videos_dir = Path(videos_dir)
+    if "\x00" in name:
+        return None
     raw = Path(name.strip())
     parts = [part for part in raw.parts if part not in (raw.anchor, ".")]
     if not parts or ".." in parts:
@@ -241,15 +243,20 @@ def resolve_video(name: str, videos_dir: Path) -> Path | None:
             found = _existing(folder / tail)
             if found is not None:
                 return found
-    return raw if raw.is_absolute() and raw.is_file() else None
+    return raw if raw.is_absolute() and _is_file(raw) else None
 
 
 def _existing(path: Path) -> Path | None:
     extensions = VIDEO_EXTENSIONS + tuple(extension.upper() for extension in VIDEO_EXTENSIONS)
-    for candidate in (path, *(Path(f"{path}{extension}") for extension in extensions)):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((candidate for candidate in (path, *(Path(f"{path}{ext}") for ext in extensions))
+                 if _is_file(candidate)), None)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system is simply not there
+        return False
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -98,6 +98,15 @@ def _probe(folder: Path) -> None:
         raise InfinipotError(f"cannot write to directory {folder} ({error.strerror}): choose another output") from None
 
 
+def _line(record: dict) -> bytes:
+    """One result as one line of UTF-8 JSON. Values JSON has no type for (a YAML date) become text;
+    text that UTF-8 cannot hold (a lone surrogate from a JSON escape) is written escaped."""
+    try:
+        return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode("ascii")
+
+
 class ResultLog:
     """An append-only JSON-lines results file that a rerun resumes.
 
@@ -166,7 +175,7 @@ class ResultLog:
 
     def write(self, record: dict) -> None:
         """Append one result as one whole line (or nothing, with a clear error)."""
-        payload = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        payload = _line(record)
         fd = self._open()
         if self._needs_newline:
             payload, self._needs_newline = b"\n" + payload, False

@@ -381,7 +381,8 @@ def test_utf16_without_a_mark_and_broken_utf16_are_one_line_errors(tmp_path):
 
 
 def test_latin1_is_a_problem_for_its_line_or_one_error_for_a_document(tmp_path):
-    parsed = read_questions(write(tmp_path, "q.jsonl", '{"question": "Why?"}\n{"question": "Où?"}\n'.encode("latin-1")))
+    latin = '{"question": "Why?"}\n{"question": "Où?"}\n'.encode("latin-1")
+    parsed = read_questions(write(tmp_path, "q.jsonl", latin))
     assert [entry.question for entry in parsed.entries] == ["Why?"]
     assert parsed.problems[0].line == 2 and "perhaps Latin-1" in parsed.problems[0].message
     with pytest.raises(InfinipotError, match=r"q.yaml:2: not UTF-8 text \(byte 0xf9, perhaps Latin-1\)"):
@@ -390,7 +391,8 @@ def test_latin1_is_a_problem_for_its_line_or_one_error_for_a_document(tmp_path):
 
 def test_a_deeply_nested_json_line_is_skipped_and_the_rest_goes_on(tmp_path):
     deep = "[" * 200_000 + "]" * 200_000
-    parsed = read_questions(write(tmp_path, "q.jsonl", f'{{"question": "Before?"}}\n{deep}\n{{"question": "After?"}}\n'))
+    text = f'{{"question": "Before?"}}\n{deep}\n{{"question": "After?"}}\n'
+    parsed = read_questions(write(tmp_path, "q.jsonl", text))
     assert [entry.question for entry in parsed.entries] == ["Before?", "After?"]
     assert [(p.line, p.message) for p in parsed.problems] == [(2, "not usable JSON (nested too deeply)")]
 

@@ -3,6 +3,7 @@ a crash's partial line cut off, outputs checked before any work."""
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import os
@@ -82,6 +83,18 @@ def test_a_whole_last_line_without_its_newline_is_kept(tmp_path):
         assert len(log.done_ids) == 2
         log.write(record(ENTRIES[2]))
     assert [line["id"] for line in lines_of(path)] == ["q1", "q2", "q3"]
+
+
+def test_any_record_becomes_one_valid_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    odd = QuestionEntry("odd", json.loads('"lone \\ud800 surrogate"'), extra={"when": datetime.date(2024, 1, 2)})
+    with ResultLog(path) as log:
+        log.write(record(odd))
+        log.write({**record(ENTRIES[0]), "question": "line\nbreak"})
+    assert len(path.read_bytes().splitlines()) == 2
+    first, second = lines_of(path)
+    assert first["when"] == "2024-01-02" and first["question"] == "lone \ud800 surrogate"
+    assert second["question"] == "line\nbreak"
 
 
 def test_a_corrupt_line_in_the_middle_is_reported(tmp_path):
