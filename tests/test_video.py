@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import decord
@@ -11,7 +12,8 @@ import pytest
 
 from infinipot import video as video_mod
 from infinipot.errors import InfinipotError
-from infinipot.synthetic import background, main as synthetic_main, square_box, write_test_video
+from infinipot.synthetic import (background, damage_video, main as synthetic_main, square_box, write_test_video,
+                                 write_vfr_test_video)
 from infinipot.video import FramePlan, VideoInfo, iter_chunks, plan_frames, probe
 
 av = pytest.importorskip("av")
@@ -371,3 +373,93 @@ def test_bad_file_leaves_no_native_noise_on_stderr(tmp_path, capfd):
     captured = capfd.readouterr()
     assert "moov atom" not in captured.err and "ERROR opening" not in captured.err
     assert captured.err == ""
+
+
+def test_text_file_read_as_ansi_art_leaves_no_native_noise(tmp_path, capfd):
+    """FFmpeg reads a .txt as 'tty' video that opens but cannot seek: decord's own 'video_reader.cc:312' line."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello world\n" * 50)
+    with pytest.raises(InfinipotError) as err:
+        probe(notes)
+    assert_one_line(err, "notes.txt")
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("spec", ["https://example.com/v.mp4", Path("https://example.com/v.mp4")])
+def test_probe_says_a_url_is_not_a_file(spec) -> None:
+    with pytest.raises(InfinipotError) as err:
+        probe(spec)
+    assert_one_line(err, "https://example.com/v.mp4 is a URL", "live")
+
+
+def test_probe_refuses_a_fifo_without_opening_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(InfinipotError) as err:
+        probe(fifo)  # opening it would block until a writer came
+    assert_one_line(err, "named pipe (FIFO)", "pipe.mp4", "'-'")
+
+
+# ---------------------------------------------------------------- variable frame rate
+
+# 60 frames a second apart, then 40 crammed into the last 0.4 s: the burst that fooled index sampling.
+VFR_TIMES = [float(t) for t in range(60)] + [60 + 0.01 * k for k in range(40)]
+
+
+@pytest.fixture(scope="module")
+def vfr(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
+    return probe(write_vfr_test_video(tmp_path_factory.mktemp("vfr") / "vfr.mp4", VFR_TIMES))
+
+
+def reference_vfr_plan(times: list[float], n: int) -> list[int]:
+    """For each of n instants evenly spaced from the first to the last frame, the nearest frame (ties: earlier)."""
+    picks = []
+    for k in range(n):
+        target = times[0] + (times[-1] - times[0]) * k / (n - 1)
+        picks.append(min(range(len(times)), key=lambda i: (abs(times[i] - target), i)))
+    return picks
+
+
+def test_probe_detects_a_variable_frame_rate(vfr: VideoInfo, info: VideoInfo) -> None:
+    assert vfr.variable_frame_rate and not info.variable_frame_rate
+    assert vfr.frame_count == 100
+    np.testing.assert_allclose(vfr.frame_times, VFR_TIMES, atol=1e-3)
+
+
+def test_variable_frame_rate_is_sampled_by_time(vfr: VideoInfo) -> None:
+    plan = plan_frames(vfr, 1.0)
+    assert plan.frames == 60  # round(duration * fps), as for any file
+    assert plan.indices.tolist() == reference_vfr_plan(VFR_TIMES, 60)
+    assert int((plan.indices >= 60).sum()) == 1  # index sampling took 24 of 60 from the burst
+    np.testing.assert_allclose(plan.timestamps, np.array(VFR_TIMES)[plan.indices], atol=1e-3)
+    instants = np.linspace(0.0, VFR_TIMES[-1], 60)  # evenly spread in time ...
+    assert np.abs(plan.timestamps - instants).max() <= 0.5 + 1e-3  # ... each within half a frame gap
+
+
+def test_variable_frame_rate_window_and_decoded_frames(vfr: VideoInfo) -> None:
+    plan = plan_frames(vfr, 2.0, start=58.5, end=60.391)
+    assert plan.indices[0] == 59 and plan.indices[-1] == 99
+    (chunk,) = iter_chunks(vfr, plan, chunk_frames=plan.frames)
+    for index, frame in zip(plan.indices, chunk.frames):
+        top, left, side = square_box(int(index))
+        assert bright_tile(frame, side) == (top, left)
+
+
+def test_vfr_writer_rejects_unordered_times(tmp_path: Path) -> None:
+    with pytest.raises(InfinipotError, match="increasing"):
+        write_vfr_test_video(tmp_path / "bad.mp4", [0.0, 2.0, 1.0])
+
+
+def test_damage_video_keeps_the_index_and_breaks_the_middle(clip: Path, tmp_path: Path) -> None:
+    broken = damage_video(clip, tmp_path / "broken.mp4", at=0.4, length=0.2)
+    assert broken.stat().st_size == clip.stat().st_size
+    info = probe(broken)
+    assert info.frame_count == 40
+    reader = decord.VideoReader(str(broken))
+    bad = []
+    for index in range(40):
+        try:
+            reader.get_batch([index])
+        except Exception:  # noqa: BLE001 — decord's own error types
+            bad.append(index)
+    assert bad and bad[0] > 0 and bad[-1] < 39
