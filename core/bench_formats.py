@@ -214,7 +214,7 @@ def streamingbench(item: dict, context: Context) -> Produced:
     questions = item.get("questions")
     if not isinstance(questions, list):
         raise ValueError("missing `questions` (a list)")
-    shared = _extra(item, {"video_path", "questions"})
+    shared = _extra(item, {"video_path", "questions", "captions"})  # captions: long, and no use in results
     for number, question in enumerate(questions):
         entry_id = context.number(video)  # counted even when malformed: the other ids stay put
         try:
@@ -226,7 +226,10 @@ def streamingbench(item: dict, context: Context) -> Produced:
 def _streaming_question(item: object, entry_id: int, video: str, shared: dict, context: Context) -> QuestionEntry:
     if not isinstance(item, dict):
         raise ValueError(f"expected an object, found {type(item).__name__}")
-    options = parse_options(item.get("options"), lenient_prefix=True)
+    options = item.get("options")
+    if isinstance(options, list):  # some omni-source entries interleave empty strings with the options
+        options = [option for option in options if not (isinstance(option, str) and not option.strip())]
+    options = parse_options(options, lenient_prefix=True)
     answer = expected_answer(item.get("answer"), options)
     scoring = "" if options or answer is None else "judge"  # open questions (no options): for a judge
     used = {"question", "options", "answer", "time_stamp", "task_type"}

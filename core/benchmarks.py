@@ -79,7 +79,8 @@ def read_benchmark(path: str | Path, format: str | None = None) -> QuestionFile:
         raise InfinipotError(f"{path.name} is a {suffix} file; {format} files are JSON: give the benchmark's "
                              "own file, or drop --format")
     items = _items(path)
-    objects = [item for _, _, item in items[:50] if isinstance(item, dict)]
+    objects = [value for _, _, item in items[:50] for value in (item if isinstance(item, list) else [item])
+               if isinstance(value, dict)]
     detected = next((name for name in map(detect_format, objects) if name is not None), None)
     if format is None:
         if detected is None and suffix != ".jsonl" and objects:
@@ -188,7 +189,6 @@ def _parquet_rows(path: Path) -> list[dict]:
 
 def _map(items: list[Item], format: str, context: Context) -> tuple[list[QuestionEntry], list[Problem]]:
     """Entries from the objects; bad objects, bad questions in them and repeated ids become Problems."""
-    mapper = MAPPERS[format]
     entries: list[QuestionEntry] = []
     problems: list[Problem] = []
     seen: dict[tuple[str, str], str] = {}
@@ -197,14 +197,7 @@ def _map(items: list[Item], format: str, context: Context) -> tuple[list[Questio
             problems.append(item)
             continue
         context.line, context.index = line, index
-        try:
-            if not isinstance(item, dict) and format != "infinipot":
-                raise ValueError(f"expected an object, found {type(item).__name__}")
-            produced = list(mapper(item, context))
-        except ValueError as error:
-            problems.append(Problem(line, str(error), index))
-            continue
-        for entry in produced:
+        for entry in _produce(item, format, context):
             if isinstance(entry, ValueError):
                 problems.append(Problem(line, str(entry), index))
             elif entry.key in seen:
@@ -214,6 +207,27 @@ def _map(items: list[Item], format: str, context: Context) -> tuple[list[Questio
                 seen[entry.key] = f"index {index}" if index is not None else f"line {line}"
                 entries.append(entry)
     return entries, problems
+
+
+def _produce(item: object, format: str, context: Context) -> list[QuestionEntry | ValueError]:
+    """What one object of the file gives: entries, and ValueErrors for what is wrong in it. A list of
+    objects (StreamingBench's sequential QA file: one list per video) gives what each of them gives."""
+    if not isinstance(item, list) or format == "infinipot":
+        return _produce_object(item, format, context)
+    produced: list[QuestionEntry | ValueError] = []
+    for number, value in enumerate(item):
+        produced += [ValueError(f"[{number}] {result}") if isinstance(result, ValueError) else result
+                     for result in _produce_object(value, format, context)]
+    return produced
+
+
+def _produce_object(item: object, format: str, context: Context) -> list[QuestionEntry | ValueError]:
+    try:
+        if not isinstance(item, dict) and format != "infinipot":
+            raise ValueError(f"expected an object, found {type(item).__name__}")
+        return list(MAPPERS[format](item, context))
+    except ValueError as error:
+        return [error]
 
 
 # --- videos -------------------------------------------------------------------------------------

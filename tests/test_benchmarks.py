@@ -138,9 +138,32 @@ def test_streamingbench_questions_asked_at_their_time_stamp():
         (video, 4, 208.0, "B", "choice", {"task_type": "Counting"}),
     ]
     assert parsed.entries[1].options == ("A cup.", "A lamp.", "A man's hat.", "Nothing.")  # "A.A cup." written so
+    assert parsed.entries[2].options == ("1", "2", "3", "4")  # the empty strings some files interleave: dropped
     assert parsed.entries[0].extra["required_ability"] == "episodic memory"
+    assert parsed.entries[2].extra == {"time": "[0:03:00 - 0:04:00]", "video_categories": "talk_show"}  # no captions
     assert problems(parsed) == [("index 0", "questions[1]: `time_stamp` '00:01:75' is not a time: give seconds "
                                             "(12.5) or HH:MM:SS[.fff]")]
+
+
+def test_streamingbench_sequential_questions_one_list_per_video():
+    parsed = read_benchmark(FIXTURES / "questions_sqa.json")
+    assert parsed.format == "streamingbench"
+    sqa = {"task_type": "Sequential Question Answering"}
+    assert summary(parsed) == [
+        ("./videos/sample_17_sqa.mp4", 1, 36.0, "A", "choice", sqa),
+        ("./videos/sample_17_sqa.mp4", 2, 182.0, "C", "choice", sqa),
+        ("./videos/sample_18_sqa.mp4", 1, 20.0, "B", "choice", sqa),
+    ]
+    assert problems(parsed) == [("index 0", "[2] expected an object, found str")]
+
+
+def test_streamingbench_proactive_questions_have_no_expected_answer(tmp_path):
+    record = {"video_path": "./videos/p.mp4", "questions": [
+        {"task_type": "Proactive Output", "question": "When the score shows 3, output \"3\".", "time_stamp": "00:00:20",
+         "ground_truth_time_stamp": "00:00:29", "ground_truth_output": "3"}]}
+    entry, = read_benchmark(write_json(tmp_path / "questions_proactive.json", [record])).entries
+    assert (entry.scoring, entry.time, entry.options) == ("none", 20.0, ())
+    assert entry.extra["ground_truth_output"] == "3"
 
 
 def test_rvs_open_ended_questions_asked_at_their_end_time():
@@ -162,7 +185,7 @@ def test_rvs_open_ended_questions_asked_at_their_end_time():
 @pytest.mark.parametrize("name, format", [
     ("videomme.json", "videomme"), ("1_plotQA.json", "mlvu"), ("lvb_val.json", "longvideobench"),
     ("egoschema/questions.json", "egoschema"), ("ovbench.json", "ovobench"),
-    ("questions_real.json", "streamingbench"), ("ego4d_oe.json", "rvs"),
+    ("questions_real.json", "streamingbench"), ("questions_sqa.json", "streamingbench"), ("ego4d_oe.json", "rvs"),
 ])
 def test_naming_the_format_reads_the_same_as_recognising_it(name, format):
     recognised, named = read_benchmark(FIXTURES / name), read_benchmark(FIXTURES / name, format=format)
