@@ -23,9 +23,12 @@ What each mapping was checked against (public sources, read 2025):
   and `utils/OVOBenchScore.py` (id, task, video, realtime, question, options, gt; forward tasks
   REC (activity, test_info[].count), SSR (test_info[].step, type), CRR (question,
   test_info[].type), each check asked at its own realtime).
-- StreamingBench: the StreamingBench repo's `src/data/questions_omni.json` and
-  `src/benchmark/*.py` (per video: video_path, questions[] with task_type, question, time_stamp
-  "HH:MM:SS", options "A. ..." (sometimes "A.text"), answer letter).
+- StreamingBench: the StreamingBench repo's `src/data/questions_*.json` (all nine files read here
+  end to end: real, omni, sqa, proactive and their _stream variants) and `src/benchmark/*.py`
+  (per video: video_path, questions[] with task_type, question, time_stamp "HH:MM:SS", options
+  "A. ..." (sometimes "A.text", sometimes with empty strings between them), answer letter; the
+  sequential-QA files hold one list of such objects per video; proactive questions have no
+  options or answer, only ground_truth_time_stamp/ground_truth_output).
 - RVS-Ego / RVS-Movie (ReKV's annotations of Flash-VStream's VStream-QA, HF `Becomebright/RVS`):
   a public loader of `ego/ego4d_oe.json`, `movie/movienet_oe.json` (per video: video_id,
   video_path, duration, conversations[] with question, answer, start_time, end_time).
@@ -40,6 +43,9 @@ Choices the sources leave open, made here:
 - Video names: the file path the benchmark gives when it gives one (LongVideoBench video_path,
   StreamingBench video_path, RVS video_path, OVO-Bench video), else its id (Video-MME videoID,
   EgoSchema q_uid). `resolve_video` finds either in a folder.
+- StreamingBench: empty option strings are dropped; the long `captions` field is left out of the
+  results; a time_stamp that is not a clock time (the real-time file has one '00:12450') is a
+  problem for that question, though StreamingBench's own parser would read it as 12450 s.
 - Categories: Video-MME duration, domain, task_type (sub_category stays in the record's other
   fields); MLVU question_type (else the file's name); LongVideoBench duration_group,
   question_category; OVO-Bench group (backward/realtime/forward) and task; StreamingBench
