@@ -63,7 +63,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from infinipot.bench_formats import MAPPERS, Context
-from infinipot.bench_input import check_regular, clip, document_text, excerpt, json_value, read_input, text_lines
+from infinipot.bench_input import (
+    check_regular, clip, document_text, excerpt, json_document, json_value, read_input, text_lines,
+)
 from infinipot.errors import InfinipotError
 from infinipot.questions import KINDS, Problem, QuestionEntry, QuestionFile, read_questions
 
@@ -85,23 +87,29 @@ def read_benchmark(path: str | Path, format: str | None = None) -> QuestionFile:
         raise InfinipotError(f"{path.name} is a {suffix} file; {format} files are JSON: give the benchmark's "
                              "own file, or drop --format")
     items = _items(path)
-    objects = [value for _, _, item in items[:50] for value in (item if isinstance(item, list) else [item])
-               if isinstance(value, dict)]
-    detected = next((name for name in map(detect_format, objects) if name is not None), None)
-    if format is None:
-        if detected is None and suffix != ".jsonl" and objects:
-            raise InfinipotError(f"cannot tell the format of {path.name} from its entries (fields: "
-                                 f"{clip(', '.join(map(str, objects[0])), 80)}): pass --format, one of "
-                                 f"{', '.join(FORMATS)}")
-        format = detected or "infinipot"
-    elif detected not in (None, format):
-        raise InfinipotError(f"{path.name} looks like {detected}, not {format}: pass --format {detected} "
-                             "or drop --format")
+    format = _settle_format(path, items, format)
     if format == "infinipot" and suffix == ".jsonl":
         return read_questions(path)  # exactly as `ask --questions` reads it
     context = Context(path, answers=egoschema_answers(path) if format == "egoschema" else None)
     entries, problems = _map(items, format, context)
     return QuestionFile(path, entries, problems, format)
+
+
+def _settle_format(path: Path, items: list[Item], format: str | None) -> str:
+    """The format named, checked against what the first objects look like; or recognised from them."""
+    objects = [value for _, _, item in items[:50] for value in (item if isinstance(item, list) else [item])
+               if isinstance(value, dict)]
+    detected = next((name for name in map(detect_format, objects) if name is not None), None)
+    if format is not None:
+        if detected not in (None, format):
+            raise InfinipotError(f"{path.name} looks like {detected}, not {format}: pass --format {detected} "
+                                 "or drop --format")
+        return format
+    if detected is None and objects and path.suffix.lower() != ".jsonl":
+        fields = clip(", ".join(map(str, objects[0])), 80)
+        raise InfinipotError(f"cannot tell the format of {path.name} from its entries (fields: {fields}): "
+                             f"pass --format, one of {', '.join(FORMATS)}")
+    return detected or "infinipot"
 
 
 def detect_format(item: dict) -> str | None:
@@ -125,18 +133,11 @@ def egoschema_answers(path: Path) -> dict[str, int] | None:
     answers_path = path.with_name("subset_answers.json")
     if answers_path == path or not answers_path.exists():
         return None
-    answers = json_document_of(answers_path)
+    answers = json_document(read_input(answers_path, "answers file"), answers_path)
     if not isinstance(answers, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                 for v in answers.values()):
         raise InfinipotError(f"{answers_path}: expected {{q_uid: answer number}}: use EgoSchema's own file")
     return {str(uid): number for uid, number in answers.items()}
-
-
-def json_document_of(path: Path) -> object:
-    try:
-        return json_value(document_text(read_input(path, "question file"), path))
-    except ValueError as error:
-        raise InfinipotError(f"{path}: {error}: fix the file") from None
 
 
 # --- reading the objects ------------------------------------------------------------------------
