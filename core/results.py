@@ -111,7 +111,8 @@ class ResultLog:
     """An append-only JSON-lines results file that a rerun resumes.
 
     On opening an existing file (unless `overwrite`), `done_ids` holds the keys of the results in
-    it, `previous` those results and `problems` its corrupt lines ("line N: ..."). The file is
+    it, `previous` those results (for `Accuracy.add_record`), `problems` its corrupt lines
+    ("line N: ...") and `partial_line` the number of an unfinished last line, if any. The file is
     created, truncated (`overwrite`) or repaired only when the first result is written, so a run
     that fails earlier leaves it as it was.
     """
@@ -127,6 +128,7 @@ class ResultLog:
         self.written = 0
         self._fd: int | None = None
         self._clean_size: int | None = None  # where a trailing partial line starts (cut before writing)
+        self.partial_line: int | None = None  # the number of that line, for the caller to mention
         self._needs_newline = False
         if not overwrite and self.path.exists():
             self._load()
@@ -155,6 +157,7 @@ class ResultLog:
                 self._needs_newline = True  # a whole result missing only its newline
             else:
                 self._clean_size = offset  # a crash mid-write: cut it off before appending
+                self.partial_line = len(lines) + 1
 
     def _take(self, number: int, raw: bytes, report: bool = True) -> bool:
         if not raw.strip():
@@ -178,7 +181,7 @@ class ResultLog:
         payload = _line(record)
         fd = self._open()
         if self._needs_newline:
-            payload, self._needs_newline = b"\n" + payload, False
+            payload = b"\n" + payload
         start = os.fstat(fd).st_size
         try:
             if os.write(fd, payload) != len(payload):
@@ -191,6 +194,7 @@ class ResultLog:
                                  f"results written so far are kept ({self.written} from this run); free some "
                                  "space and rerun with the same output to resume") from None
         self.written += 1
+        self._needs_newline = False
         if "id" in record:
             self.done_ids.add(result_key(record))
 

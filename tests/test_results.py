@@ -70,17 +70,23 @@ def test_a_crash_mid_line_is_cut_off_before_appending(tmp_path):
     path.write_text(whole + '{"id": "q4", "video": "v2.mp4", "answ')
     log = ResultLog(path)
     assert log.done_ids == {("v1.mp4", "q1"), ("v1.mp4", "q2"), ("v1.mp4", "q3")} and not log.problems
+    assert log.partial_line == 4
     assert path.read_text().endswith('"answ')  # untouched until something is written
     with log:
         log.write(record(ENTRIES[3]))
     assert [line["id"] for line in lines_of(path)] == ["q1", "q2", "q3", "q4"]
 
 
-def test_a_whole_last_line_without_its_newline_is_kept(tmp_path):
+def test_a_whole_last_line_without_its_newline_is_kept(tmp_path, monkeypatch):
     path = tmp_path / "results.jsonl"
     path.write_text(json.dumps(record(ENTRIES[0])) + "\n" + json.dumps(record(ENTRIES[1])))
-    with ResultLog(path) as log:
-        assert len(log.done_ids) == 2
+    log = ResultLog(path)
+    assert len(log.done_ids) == 2 and log.partial_line is None
+    failing_write(monkeypatch, fail_on=1)
+    with pytest.raises(InfinipotError, match="the 2 complete results"):
+        log.write(record(ENTRIES[2]))  # a failed first write must not lose the newline still owed
+    monkeypatch.undo()
+    with log:
         log.write(record(ENTRIES[2]))
     assert [line["id"] for line in lines_of(path)] == ["q1", "q2", "q3"]
 
