@@ -85,9 +85,15 @@ def read_input(path: Path, what: str) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise InfinipotError(f"{what} {path} is a {file_kind(info.st_mode)}, not a regular file: give a file")
         with os.fdopen(os.dup(fd), "rb") as file:
-            return file.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise InfinipotError(f"cannot read {what} {path} ({error.strerror}): check the file") from None
     finally:
         os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise InfinipotError(f"{what} {path} grew past the {MAX_FILE_BYTES >> 20} MiB limit while being read: "
+                             "split it into smaller files")
+    return data
 
 
 # --- text ---------------------------------------------------------------------------------------
