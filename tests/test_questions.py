@@ -408,3 +408,11 @@ def test_messages_never_echo_unbounded_input(tmp_path):
     over = read_questions(write(tmp_path, "big.txt", "Why?\n" + "x" * (1024 * 1024 + 10) + "\nHow?\n"))
     assert [entry.question for entry in over.entries] == ["Why?", "How?"]
     assert "over the 1 MiB limit" in over.problems[0].message
+
+
+def test_files_over_the_size_limit_are_refused(tmp_path, monkeypatch):
+    import infinipot.bench_input as bench_input
+
+    monkeypatch.setattr(bench_input, "MAX_FILE_BYTES", 1024 * 1024)
+    with pytest.raises(InfinipotError, match="is 2,097,152 bytes, over the 1 MiB limit: split it"):
+        read_questions(write(tmp_path, "q.txt", b"Why?\n" * (2 * 1024 * 1024 // 5) + b"W" * 2))
