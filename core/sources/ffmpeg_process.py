@@ -54,8 +54,10 @@ class FfmpegFrames:
     standard input (for '-'), anything else is passed to Popen.
     """
 
-    def __init__(self, args: list[str], name: str, stdin: int | IO | None = subprocess.DEVNULL) -> None:
+    def __init__(self, args: list[str], name: str, stdin: int | IO | None = subprocess.DEVNULL,
+                 hint: str = "check the address and that the source is sending") -> None:
         self.name = name
+        self.hint = hint  # the fix named when ffmpeg cannot open the input
         self._stderr_tail: deque[str] = deque(maxlen=40)
         self._size: tuple[int, int] | None = None
         self._size_known = threading.Event()
@@ -85,7 +87,7 @@ class FfmpegFrames:
             if self._process.poll() is not None:
                 self._stderr_thread.join(1.0)  # let the last lines in
                 if self._size is None:
-                    raise InfinipotError(f"ffmpeg cannot read {self.name}: {self.error_line()}")
+                    raise InfinipotError(f"ffmpeg cannot read {self.name}: {self.error_line()} — {self.hint}")
                 break
             if time.monotonic() > deadline:
                 raise InfinipotError(

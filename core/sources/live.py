@@ -33,11 +33,15 @@ from infinipot.sources.ffmpeg_process import FfmpegFrames, find_ffmpeg
 log = logging.getLogger(__name__)
 
 STDIN = "-"
+# A pipe cannot seek: an mp4 whose index sits at its end (the default) cannot be read from one.
+_STDIN_HINT = "pipe a streamable container: MPEG-TS, Matroska, or MP4 written with -movflags +faststart"
 
 
 def ffmpeg_command(spec: str, fps: float, input_options: dict | None = None) -> list[str]:
     """The ffmpeg command line that reads `spec` and writes its first video stream as rgb24 at `fps`."""
     options = dict(input_options or {})
+    if isinstance(options.get("video_size"), str):  # ffmpeg-python wants (width, height) here
+        options["video_size"] = tuple(options["video_size"].split("x", 1))
     if spec.startswith("/dev/video"):
         options.setdefault("f", "v4l2")
     source = "pipe:0" if spec == STDIN else spec
@@ -45,6 +49,14 @@ def ffmpeg_command(spec: str, fps: float, input_options: dict | None = None) -> 
     args = stream.output("pipe:1", format="rawvideo", pix_fmt="rgb24", vf=f"fps={fps:.10g}").compile(
         cmd=find_ffmpeg())
     return [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", *args[1:]]
+
+
+def _probe_seconds(input_options: dict | None) -> float:
+    """How long ffmpeg may study a live input before it says what it found (its analyzeduration, 5 s by default)."""
+    try:
+        return float((input_options or {}).get("analyzeduration", 5_000_000)) / 1e6
+    except (TypeError, ValueError):
+        return 5.0
 
 
 def _check_settings(fps: float, duration: float | None, max_frames: int | None, stall_timeout: float) -> None:
@@ -63,12 +75,14 @@ class LiveSource:
     """Frames of a stream as they arrive, sampled at `fps`; `info` is known once ffmpeg has opened it.
 
     `stdin` (only for '-'): where the container comes from; None reads this process's standard input.
-    `input_options`: extra ffmpeg input options, e.g. {"rtsp_transport": "tcp"}.
+    `input_options`: extra ffmpeg input options, e.g. {"rtsp_transport": "tcp"}. `open_timeout`:
+    how long to wait for ffmpeg to open the input; by default `stall_timeout` plus its probing
+    time (`analyzeduration`, 5 s unless given).
     """
 
     def __init__(self, spec: str, fps: float, duration: float | None = None, max_frames: int | None = None,
                  stall_timeout: float = 30.0, input_options: dict | None = None,
-                 stdin: int | IO | None = None) -> None:
+                 stdin: int | IO | None = None, open_timeout: float | None = None) -> None:
         _check_settings(fps, duration, max_frames, stall_timeout)
         self.name = "stdin" if spec == STDIN else spec
         self.fps, self.duration, self.max_frames, self.stall_timeout = fps, duration, max_frames, stall_timeout
@@ -78,9 +92,12 @@ class LiveSource:
         self._lock = threading.Lock()
         self._closed = False
         pipe_in = stdin if spec == STDIN else subprocess.DEVNULL  # None: inherit our standard input
-        self._process = FfmpegFrames(ffmpeg_command(spec, fps, input_options), self.name, pipe_in)
+        hint = _STDIN_HINT if spec == STDIN else "check the address and that the source is sending"
+        self._process = FfmpegFrames(ffmpeg_command(spec, fps, input_options), self.name, pipe_in, hint)
         try:
-            width, height = self._process.wait_for_size(stall_timeout)
+            if open_timeout is None:
+                open_timeout = stall_timeout + _probe_seconds(input_options)
+            width, height = self._process.wait_for_size(open_timeout)
         except BaseException:
             self.close()
             raise

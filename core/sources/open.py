@@ -49,11 +49,12 @@ def is_live_spec(spec: str | Path) -> bool:
 def open_source(spec: str | Path, fps: float, start: float | None = None, end: float | None = None,
                 max_frames: int | None = None, frame_multiple: int = 2, duration: float | None = None,
                 stall_timeout: float = 30.0, *, input_options: dict | None = None,
-                stdin: int | IO | None = None) -> FrameSource:
+                stdin: int | IO | None = None, open_timeout: float | None = None) -> FrameSource:
     """Open `spec` as a frame source: a FileSource for a file, a LiveSource for anything ffmpeg streams.
 
     A live source has no window (start/end are refused); `duration` and `max_frames` bound it and
-    `stall_timeout` ends it when nothing comes. `input_options` and `stdin` go to LiveSource.
+    `stall_timeout` ends it when nothing comes. `input_options`, `stdin` and `open_timeout` go to
+    LiveSource.
     Non-regular paths (FIFO, directory, socket, device) are refused without opening them.
     """
     text = _as_text(spec)
@@ -68,7 +69,7 @@ def open_source(spec: str | Path, fps: float, start: float | None = None, end: f
         _check_capture_device(text)
     elif text != STDIN:
         _check_scheme(text)
-    return LiveSource(text, fps, duration, max_frames, stall_timeout, input_options, stdin)
+    return LiveSource(text, fps, duration, max_frames, stall_timeout, input_options, stdin, open_timeout)
 
 
 def _describe(text: str) -> str:
