@@ -196,6 +196,26 @@ def test_max_frames_bounds_a_live_source(clip_ts: Path) -> None:
     assert source.ended_by == "max_frames"
 
 
+def test_a_terminal_on_stdin_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("infinipot.sources.live.os.isatty", lambda fd: fd == 0)
+    with pytest.raises(InfinipotError) as err:
+        open_source("-", fps=1.0)
+    assert_one_line(err, "standard input", "terminal", "pipe one in")
+
+
+def test_keyboard_interrupt_while_reading_stops_ffmpeg(clip_ts: Path) -> None:
+    with clip_ts.open("rb") as stdin:
+        source = open_source("-", fps=4.0, stdin=stdin)
+
+        def watch() -> None:
+            for _ in source.chunks(2):
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            watch()
+    assert source.ended_by == "closed" and gone(source._process.pid)
+
+
 def test_dash_reads_this_process_standard_input(clip_ts: Path) -> None:
     code = ("from infinipot.sources import open_source; s = open_source('-', fps=2.0); "
             "print(sum(len(c.frames) for c in s.chunks(8)), s.ended_by)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import subprocess
 import threading
@@ -84,6 +85,9 @@ class LiveSource:
                  stall_timeout: float = 30.0, input_options: dict | None = None,
                  stdin: int | IO | None = None, open_timeout: float | None = None) -> None:
         _check_settings(fps, duration, max_frames, stall_timeout)
+        if spec == STDIN and stdin is None and os.isatty(0):
+            raise InfinipotError("'-' reads a video from standard input, but it is a terminal"
+                                 " — pipe one in: cat video.ts | infinipot … -")
         self.name = "stdin" if spec == STDIN else spec
         self.fps, self.duration, self.max_frames, self.stall_timeout = fps, duration, max_frames, stall_timeout
         self.warnings: list[str] = []
