@@ -84,8 +84,8 @@ class Answering:
         if self.state is None:
             return {}
         stats = self.state.stats
-        return {"asked_at": round(self.state.asked_at, 3), "frames_seen": stats.frames,
-                "cached_tokens": self.cache.visual_tokens}
+        at = self._stopped_at if self._stopped_at is not None else self.state.asked_at
+        return {"asked_at": round(float(at), 3), "frames_seen": stats.frames, "cached_tokens": self.cache.visual_tokens}
 
     def _ready_to_answer(self, question: str, max_new_tokens: int, temperature: float) -> None:
         if not question.strip():

@@ -202,8 +202,9 @@ def _settings(header: CacheHeader, preset: str | Settings | None) -> Settings:
         return made_with
     chosen = load_preset(preset) if isinstance(preset, str) else preset
     # Another preset may load the model from elsewhere; the compression settings stay the cache's own.
-    return made_with.replace(model=chosen.model, name=chosen.name, description=chosen.description,
-                             attn_implementation=chosen.attn_implementation, dtype=chosen.dtype)
+    return made_with.replace(model=chosen.model, family=chosen.family, name=chosen.name,
+                             description=chosen.description, attn_implementation=chosen.attn_implementation,
+                             dtype=chosen.dtype, min_pixels=chosen.min_pixels, max_pixels=chosen.max_pixels)
 
 
 def _check_against_model(header: CacheHeader, adapter) -> None:

@@ -21,6 +21,11 @@ from infinipot.errors import InfinipotError
 def check_writable(path: Path, what: str = "output") -> None:
     """Fail now, before any work, if `path` cannot be written as a regular file."""
     path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    limit = _name_limit(parent) if parent.is_dir() else 255
+    if len(path.name.encode()) > limit:
+        raise InfinipotError(f"{what} name is {len(path.name.encode())} bytes, more than this file system allows "
+                             f"({limit}): choose a shorter name")
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -33,15 +38,10 @@ def check_writable(path: Path, what: str = "output") -> None:
         if not stat.S_ISREG(info.st_mode):
             raise InfinipotError(f"{what} {path} exists and is not a regular file (a FIFO or device): choose a file "
                                  "name")
-    parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InfinipotError(f"directory does not exist: {parent} — create it first or choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InfinipotError(f"cannot write to directory {parent} (permission denied): choose another path")
-    limit = _name_limit(parent)
-    if len(path.name.encode()) > limit:
-        raise InfinipotError(f"{what} name is {len(path.name.encode())} bytes, more than this file system allows "
-                             f"({limit}): choose a shorter name")
 
 
 def _name_limit(folder: Path) -> int:

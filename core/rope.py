@@ -53,7 +53,7 @@ class KeyRotator:
         if rope_type in LENGTH_DEPENDENT_ROPE_TYPES:
             raise InfinipotError(
                 f"compact positions need a fixed rotary frequency table, but this model uses {rope_type!r} RoPE, "
-                "whose frequencies change with the sequence length: use --positions original"
+                "whose frequencies change with the sequence length: use `positions` original"
             )
         inv_freq = rotary.inv_freq.detach().to("cpu", torch.float32).clone()
         half = inv_freq.shape[0]
@@ -63,7 +63,7 @@ class KeyRotator:
         if sum(section) != half:
             raise InfinipotError(
                 f"the model's M-RoPE sections {section} do not cover its {half} rotary frequencies: "
-                "use --positions original"
+                "use `positions` original"
             )
         # transformers assigns section i to axis i % 3 (freq.split(mrope_section) then m[i % 3]).
         owners = torch.tensor([index % axes for index in range(len(section))], dtype=torch.long)

@@ -76,6 +76,7 @@ class Session(Answering):
         self._reader: SourceReader | None = None
         self._tentative: Checkpoint | None = None
         self._leftover: tuple[np.ndarray, np.ndarray] | None = None  # frames short of a temporal step
+        self._stopped_at: float | None = None  # the video time `stream(until=...)` stopped at
 
     @classmethod
     def from_preset(cls, preset: str | Settings = "qwen2.5-vl-7b", *, device: str = "auto",
@@ -97,15 +98,19 @@ class Session(Answering):
     # --- streaming ----------------------------------------------------------------------------
     def open(self, video, *, fps: float | None = None, start: float | None = None, end: float | None = None,
              max_frames: int | None = None, **source_options) -> StreamSetup:
-        """Open `video` and check it against the settings and the model's token grid (no weights loaded)."""
+        """Open `video` (a path, URL, '-' or a FrameSource) and check it against the settings and the model's
+        token grid, without loading the weights."""
         if self.setup is not None or self.state is not None:
             raise InfinipotError("this session already holds a stream: continue it with stream() or feed(), "
                                  "or start a new session for another video")
         from infinipot.sources import open_source
 
         geometry_probe = self.model.geometry  # config + processor only
-        source = open_source(video, fps=fps if fps is not None else self.settings.fps, start=start, end=end,
-                             max_frames=max_frames, frame_multiple=self._frame_multiple(), **source_options)
+        if hasattr(video, "chunks") and hasattr(video, "info"):  # a FrameSource of your own
+            source = video
+        else:
+            source = open_source(video, fps=fps if fps is not None else self.settings.fps, start=start, end=end,
+                                 max_frames=max_frames, frame_multiple=self._frame_multiple(), **source_options)
         try:
             self.setup = plan_stream(self.settings, self.policy, self.model, source.info, geometry_probe)
         except BaseException:
@@ -133,6 +138,7 @@ class Session(Answering):
             raise InfinipotError("nothing to stream: pass a video (a file, a URL, '-') or feed() frames")
         self._begin(on_event)
         self._settle()
+        self._stopped_at = None
         try:
             self._read_until(until, on_event)
         except BaseException:
@@ -150,8 +156,7 @@ class Session(Answering):
                 if count:
                     end = seconds_at(chunk, count, self.state.sample_fps)
                     self._tentative = self._streamer.add_tentative(chunk.frames[:count], min(end, until))
-                self.state.stats.video_seconds = max(self.state.stats.video_seconds,
-                                                     until - self.state.start_seconds)
+                self._stopped_at = until
                 break
             self._streamer.add(chunk.frames, chunk.end_seconds)
             self._after_chunk(on_event)
@@ -200,6 +205,7 @@ class Session(Answering):
             timestamps = (np.arange(len(frames)) + done) / self.settings.fps
         self._begin(on_event)
         self._settle()
+        self._stopped_at = None
         self._feed_steps(frames, np.asarray(timestamps, dtype=np.float64), on_event)
 
     def _feed_steps(self, frames: np.ndarray, timestamps: np.ndarray, on_event) -> None:
@@ -233,9 +239,9 @@ class Session(Answering):
             return
         if not self.model.loaded and on_event is not None:
             on_event(Loading(self.model.model_id, done=False))
-        adapter = self.model.adapter
-        if on_event is not None:
+            self.model.adapter
             on_event(Loading(self.model.model_id, done=True))
+        adapter = self.model.adapter
         self.state, self.cache, self._streamer = start_stream(self.setup, adapter, self.policy)
 
     def _settle(self) -> None:

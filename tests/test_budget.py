@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
+import numpy as np
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from infinipot.budget import CompressionSettings, parse_budget, plan_stream
-from infinipot.errors import InfinipotError
+from infinipot import InfinipotError, Session
+from infinipot.budget import keep_tokens, parse_budget, plan_budget, smallest_budget
+from infinipot.policies import make_policy
 from infinipot.tiny import ensure_tiny_checkpoint
-from infinipot_cli import ask  # noqa: F401  registers `ask`
-from infinipot_cli.app import app
-
-runner = CliRunner()
 
 
 @pytest.mark.parametrize(("text", "tokens"), [
@@ -32,8 +27,8 @@ def test_memory_budgets_use_the_model_kv_size(text, per_token, tokens):
     assert parse_budget(text, per_token) == tokens
 
 
-@pytest.mark.parametrize("text", ["abc", "6 tokens", "5 parsecs", "1e3", ""])
-def test_unreadable_budgets(text):
+@pytest.mark.parametrize("text", ["abc", "6 tokens", "5 parsecs", "1e3", "", "1e24", "-5", "0", "2000000k"])
+def test_unreadable_or_impossible_budgets(text):
     with pytest.raises(InfinipotError, match="budget"):
         parse_budget(text, 512)
 
@@ -43,68 +38,67 @@ def test_memory_budget_without_model_size():
         parse_budget("2GiB")
 
 
-@pytest.mark.parametrize(("field", "value", "flag"), [
-    ("keep_ratio", 0.0, "--keep-ratio"), ("keep_ratio", 1.5, "--keep-ratio"),
-    ("recent_ratio", -0.1, "--recent"), ("tar_ratio", 2.0, "--tar-ratio"),
-])
-def test_ratios_outside_the_unit_interval(field, value, flag):
-    with pytest.raises(InfinipotError, match=flag):
-        CompressionSettings(**{field: value}).validate()
+def plan(policy="infinipot", budget=400, keep_ratio=0.75, chunk_frames=16, tokens=36, **knobs):
+    side = int(tokens ** 0.5)
+    return plan_budget(make_policy(policy, knobs), budget, keep_ratio, chunk_frames, (side, tokens // side), 2)
+
+
+@pytest.mark.parametrize(("tokens", "keep_ratio"), [(12, 0.75), (36, 0.75), (36, 0.5), (196, 0.9), (16, 0.3)])
+def test_the_smallest_budget_named_is_the_true_one(tokens, keep_ratio):
+    """The 'raise `budget` to at least N' figure: N works, N - 1 does not (the old message said 48.0 for 45)."""
+    least = smallest_budget(tokens, keep_ratio)
+    assert isinstance(least, int)
+    assert least - keep_tokens(least, keep_ratio) >= tokens
+    assert (least - 1) - keep_tokens(least - 1, keep_ratio) < tokens
+    side = {12: (3, 4), 36: (6, 6), 196: (14, 14), 16: (4, 4)}[tokens]
+    plan_budget(make_policy("uniform"), least, keep_ratio, 16, side, 2)
+    with pytest.raises(InfinipotError, match=f"raise `budget` to at least {least} "):
+        plan_budget(make_policy("uniform"), least - 1, keep_ratio, 16, side, 2)
+
+
+def test_keep_ratio_one_is_a_clear_line_not_a_crash():
+    with pytest.raises(InfinipotError, match="`keep_ratio` 1 keeps the whole budget.*lower `keep_ratio` below 1"):
+        plan(keep_ratio=1.0)
 
 
 def test_tar_share_smaller_than_the_recent_frames():
-    # 36 tokens a frame, M=2880 -> 80 frames, r=10 frames = 360 tokens; alpha*C = 0.1*2160 = 216 < 360
-    settings = CompressionSettings(budget_tokens=2880, tar_ratio=0.1)
-    with pytest.raises(InfinipotError, match="360 tokens but TaR keeps only 216.*--tar-ratio"):
-        plan_stream(settings, tokens_per_frame=36, frame_multiple=2)
-
-
-def test_budget_smaller_than_one_chunk():
-    with pytest.raises(InfinipotError, match="raise --budget to at least 144"):
-        plan_stream(CompressionSettings(budget_tokens=100), tokens_per_frame=36, frame_multiple=2)
+    # 36 tokens a step, M=2880 -> 80 steps, r=10 steps = 360 tokens; alpha*C = 0.1*2160 = 216 < 360
+    with pytest.raises(InfinipotError, match="360 tokens but the TaR share.*keeps only 216.*raise `tar_ratio`"):
+        plan(budget=2880, tar_ratio=0.1)
 
 
 def test_chunks_shrink_to_fit_the_room_after_a_compression():
-    plan = plan_stream(CompressionSettings(budget_tokens=400, chunk_frames=16), tokens_per_frame=36, frame_multiple=2)
-    assert plan.chunk_steps * 36 <= 400 - 300 and plan.chunk_steps == 2
-    assert plan.recent_frames == 1
+    result = plan(budget=400, chunk_frames=16)
+    assert result.chunk_steps * 36 <= 400 - 300 and result.chunk_steps == 2 and result.chunk_frames == 4
+    assert make_policy("infinipot").recent_frames(result) == 1
 
 
 def test_full_policy_ignores_the_budget():
-    plan = plan_stream(CompressionSettings(policy="full", budget_tokens=1), tokens_per_frame=36, frame_multiple=2)
-    assert not plan.compress
+    assert not plan(policy="full", budget=1).compress
 
 
 @pytest.fixture()
-def weightless_preset(tmp_path):
-    """A preset whose model directory has config and processor but no weights: loading them fails."""
+def weightless(tmp_path):
+    """A model folder with config and processor but no weights: loading them fails."""
     source = ensure_tiny_checkpoint("qwen2_5_vl")
     target = tmp_path / "no-weights"
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.safetensors"))
-    preset = tmp_path / "no-weights.yaml"
-    preset.write_text(yaml.safe_dump({"model": str(target), "family": "qwen2_5_vl", "dtype": "float32",
-                                      "budget": 600}))
-    return preset
+    return target
 
 
-def test_impossible_budget_fails_before_weights_load(short_video, weightless_preset):
-    result = runner.invoke(app, ["ask", str(short_video), "What?", "--preset", str(weightless_preset),
-                                 "--budget", "20"])
-    assert result.exit_code == 1
-    assert "one frame holds 12" in result.output and "could not load" not in result.output
+def test_impossible_budget_fails_before_weights_load(short_video, weightless):
+    result = Session.from_preset("tiny", model=None, budget=20, device="cpu").settings.replace(model=str(weightless))
+    with pytest.raises(InfinipotError, match="one frame holds 12"):
+        Session(result, device="cpu").open(short_video)
+    ready = Session(result.replace(budget=600), device="cpu")
+    ready.open(short_video)  # the checks pass without weights ...
+    with pytest.raises(InfinipotError, match="could not load model"):
+        ready.stream()  # ... and the weights are needed only now
 
 
-def test_the_same_preset_does_fail_when_weights_are_needed(short_video, weightless_preset):
-    result = runner.invoke(app, ["ask", str(short_video), "What?", "--preset", str(weightless_preset)])
-    assert result.exit_code == 1
-    assert "could not load model" in result.output
-
-
-def test_memory_budget_on_the_command_line(short_video):
+def test_memory_budget_converts_with_the_models_kv_size(models):
     # tiny: 2 layers x 2 KV heads x 16 dims x 2 (K and V) x 4 bytes = 512 bytes a token
-    result = runner.invoke(app, ["ask", str(short_video), "What?", "--preset", "tiny", "--budget", "48KiB",
-                                 "--json", "--max-new-tokens", "2"])
-    assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)["stats"]
-    assert stats["budget_tokens"] == 96 and stats["kv_bytes_per_token"] == 512
-    assert stats["peak_cached_tokens"] <= 96
+    result = Session.from_preset("tiny", model=models("qwen2_5_vl"), budget="48KiB", chunk_frames=8)
+    result.feed(np.random.RandomState(0).randint(0, 256, (40, 84, 112, 3), dtype=np.uint8))
+    assert result.setup.geometry.kv_bytes_per_token == 512
+    assert result.state.plan.budget_tokens == 96 and result.state.stats.peak_cached_tokens <= 96

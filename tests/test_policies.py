@@ -1,6 +1,6 @@
 """Compression policies: a plain reference implementation, invariants, and planted structure.
 
-The reference below is written straight from the equations in DESIGN.md section 1 with Python
+The reference below is written straight from the equations in docs/design.md ("The method") with Python
 loops over heads and tokens. The vectorised policies must pick exactly the same tokens on
 layouts that look like a cache after 0 to 3 compressions (each head keeping its own,
 scrambled set of cells).
@@ -9,6 +9,7 @@ scrambled set of cells).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from fractions import Fraction
 
 import pytest
@@ -16,12 +17,55 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from infinipot.budget import BudgetPlan
 from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout, VisualLayout
-from infinipot.policies import POLICIES, PolicySettings, get_policy
+from infinipot.policies import POLICIES, LayerView, make_policy
 from infinipot.policies.infinipot import tar_share
-from infinipot.policies.pooling import pool_value_norms, spread_pool_size
+from infinipot.policies.pooling import calibrate_thresholds, cv_pool_size, layer_cv, pool_plans, pool_value_norms
 from infinipot.policies.tar import tar_scores
+
+# ----------------------------------------------------------------------------- calling a policy on one layer
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """What a test fixes about one layer's compression: recent frames in steps, knobs, the layer's place."""
+
+    recent_frames: int = 1
+    tar_ratio: float = 0.5
+    pooling: str = "none"
+    cv_thresholds: tuple[float, float, float] | None = None
+    layer: int = 0
+    num_layers: int = 1
+    grid: tuple[int, int] = (1, 1)
+
+    def plan(self) -> BudgetPlan:
+        """A budget whose frames give exactly `recent_frames` recent steps at recent_ratio 1/8."""
+        rows, cols = self.grid
+        return BudgetPlan(8 * self.recent_frames * rows * cols, 0, self.grid, 1, 1, compress=True)
+
+
+def get_policy(name: str):
+    """`policy(keys, values, layout, keep, config)` for one layer, through the Policy API."""
+
+    def run(keys, values, layout, keep, config: PolicySettings) -> torch.Tensor:
+        policy = make_policy(name, {"recent_ratio": 0.125, "tar_ratio": config.tar_ratio, "pooling": config.pooling,
+                                    "cv_thresholds": config.cv_thresholds})
+        keys = keys if keys is not None else torch.zeros(*layout.frame.shape, 2)
+        values = values if values is not None else torch.zeros(*layout.frame.shape, 2)
+        view = LayerView(keys, values, layout, config.layer, config.num_layers, config.plan())
+        return policy.select(view, keep, {})
+
+    return run
+
+
+def pool_for(norms: torch.Tensor, layout: VisualLayout, config: PolicySettings) -> torch.Tensor:
+    if config.pooling == "quartile":
+        plan = pool_plans("quartile", [norms] * config.num_layers, None, {})[config.layer]
+    else:
+        plan = pool_plans(config.pooling, [norms], config.cv_thresholds, {})[0]
+    return pool_value_norms(norms, layout, plan, config.grid)
 
 # ----------------------------------------------------------------------------- building caches
 
@@ -123,13 +167,13 @@ def ref_pool_kind(norms: list[list[float]], config: PolicySettings) -> tuple[str
     if config.pooling == "quartile":
         quarter = math.floor(Fraction(config.layer, config.num_layers) * 4)  # which quarter of the layers
         return [("volume", 7), ("spatial", 5), ("sequence", 3), ("none", 1)][quarter]
-    if config.pooling == "spread":
+    if config.pooling == "cv":  # the paper: the lower the CV, the larger the pool
         flat = [n for head in norms for n in head]
         mean = sum(flat) / len(flat)
         std = math.sqrt(sum((n - mean) ** 2 for n in flat) / len(flat))
         cv = std / mean
-        t7, t5, t3 = config.spread_thresholds
-        size = 7 if cv >= t7 else 5 if cv >= t5 else 3 if cv >= t3 else 1
+        t1, t2, t3 = config.cv_thresholds
+        size = 7 if cv < t1 else 5 if cv < t2 else 3 if cv < t3 else 1
         return ("spatial", size) if size > 1 else ("none", 1)
     return "none", 1
 
@@ -190,11 +234,14 @@ CACHES = [
     (4, 5, 3, 3, 2, 1, 4),
 ]
 
+# thresholds that give pools 7, 5, 3 and 1 for any CV between 0.01 and 9
+CV_THRESHOLDS = [(9.0, 9.5, 10.0), (0.0, 9.0, 9.5), (0.0, 0.001, 9.0), (0.0, 0.001, 0.002)]
+
 POOLINGS = [
     dict(pooling="none"),
     *[dict(pooling="quartile", layer=layer, num_layers=4) for layer in range(4)],
-    *[dict(pooling="spread", spread_thresholds=t) for t in [(0.0, 0.0, 0.0), (9.0, 0.0, 0.0), (9.0, 9.0, 0.0)]],
-    dict(pooling="spread"),
+    *[dict(pooling="cv", cv_thresholds=t) for t in CV_THRESHOLDS[:3]],
+    dict(pooling="cv", cv_thresholds=CV_THRESHOLDS[3]),
 ]
 
 
@@ -230,16 +277,15 @@ def test_tar_scores_match_reference_values(cache):
     keys, _, layout = simulate(heads, rows, cols, compressions, seed, chunk_frames=chunk_frames)
     recent = ref_recent(layout, recent_frames)
     expected = torch.tensor(ref_tar_scores(keys, layout, recent), dtype=torch.float64)
-    actual = tar_scores(keys, layout, torch.tensor(recent), PolicySettings(grid=(rows, cols)))
+    actual = tar_scores(keys, layout, torch.tensor(recent), (rows, cols))
     assert torch.allclose(actual, expected, rtol=0, atol=1e-12)
 
 
 def test_reference_pooling_sizes_are_all_exercised():
-    """The spread thresholds above really select pool sizes 7, 5 and 3 (else the test proves less)."""
+    """The cv thresholds above really select pool sizes 7, 5, 3 and 1 (else the test proves less)."""
     _, values, _ = simulate(2, 3, 4, 1, seed=5)
-    norms = values.norm(dim=-1)
-    sizes = [spread_pool_size(norms, t) for t in [(0.0, 0.0, 0.0), (9.0, 0.0, 0.0), (9.0, 9.0, 0.0), (9.0, 9.0, 9.0)]]
-    assert sizes == [7, 5, 3, 1]
+    cv = layer_cv(values.norm(dim=-1))
+    assert [cv_pool_size(cv, t) for t in CV_THRESHOLDS] == [7, 5, 3, 1]
 
 
 # ----------------------------------------------------------------------------- invariants (hypothesis)
@@ -260,12 +306,13 @@ def caches(draw):
     assume(2 * most_recent <= layout.tokens)
     # keep >= 2 * recent tokens, so the TaR share (alpha >= 0.5) always holds the recent frames
     keep = draw(st.integers(min(2 * most_recent, layout.tokens), layout.tokens))
-    pooling = draw(st.sampled_from(["none", "quartile", "spread"]))
+    pooling = draw(st.sampled_from(["none", "quartile", "cv"]))
     layer = draw(st.integers(0, 7))
     config = PolicySettings(
         recent_frames=recent_frames,
         tar_ratio=draw(st.sampled_from([0.5, 0.625, 0.75, 1.0])),
         pooling=pooling,
+        cv_thresholds=draw(st.sampled_from(CV_THRESHOLDS)) if pooling == "cv" else None,
         layer=layer,
         num_layers=8,
         grid=(rows, cols),
@@ -278,7 +325,10 @@ def caches(draw):
 def test_every_policy_keeps_exactly_keep_sorted_unique_and_deterministic(cache):
     keys, values, layout, keep, config = cache
     recent = layout.frame > layout.frame.max() - config.recent_frames
-    for name, policy in POLICIES.items():
+    for name in POLICIES:
+        if not POLICIES[name].compresses:
+            continue
+        policy = get_policy(name)
         kept = policy(keys, values, layout, keep, config)
         assert kept.shape == (layout.heads, keep), name
         assert kept.dtype == torch.long, name
@@ -401,11 +451,11 @@ def block_and_spikes():
         dict(pooling="quartile", layer=0, num_layers=4),  # 3-D, 7
         dict(pooling="quartile", layer=1, num_layers=4),  # 2-D, 5
         dict(pooling="quartile", layer=2, num_layers=4),  # 1-D, 3
-        dict(pooling="spread", spread_thresholds=(0.0, 0.0, 0.0)),  # 2-D, 7
-        dict(pooling="spread", spread_thresholds=(9.0, 0.0, 0.0)),  # 2-D, 5
-        dict(pooling="spread", spread_thresholds=(9.0, 9.0, 0.0)),  # 2-D, 3
+        dict(pooling="cv", cv_thresholds=CV_THRESHOLDS[0]),  # 2-D, 7
+        dict(pooling="cv", cv_thresholds=CV_THRESHOLDS[1]),  # 2-D, 5
+        dict(pooling="cv", cv_thresholds=CV_THRESHOLDS[2]),  # 2-D, 3
     ],
-    ids=["quartile-3d7", "quartile-2d5", "quartile-1d3", "spread-7", "spread-5", "spread-3"],
+    ids=["quartile-3d7", "quartile-2d5", "quartile-1d3", "cv-7", "cv-5", "cv-3"],
 )
 def test_pooling_keeps_a_salient_block_over_isolated_spikes(pooling):
     values, layout, block, spikes = block_and_spikes()
@@ -437,19 +487,36 @@ def test_pooling_averages_only_present_tokens():
     _, values, layout = simulate(4, 4, 5, 3, seed=11)
     norms = torch.ones(layout.heads, layout.tokens, dtype=torch.float64)
     for pooling in POOLINGS:
-        pooled = pool_value_norms(norms, layout, PolicySettings(grid=(4, 5), **pooling))
+        pooled = pool_for(norms, layout, PolicySettings(grid=(4, 5), **pooling))
         assert torch.allclose(pooled, norms, rtol=0, atol=1e-12), pooling
 
 
-def test_spread_gives_spikier_maps_larger_pools():
-    flat = torch.ones(2, 100)
+def test_cv_gives_flat_maps_larger_pools():
+    """The paper's direction: a low coefficient of variation (smooth, local) gets the largest pool."""
+    flat = 1.0 + 0.01 * (torch.arange(200) % 2).view(2, 100).float()  # cv = 0.005
+    mild = 1.0 + 0.6 * (torch.arange(100) % 2).repeat(2, 1).float()  # cv = 0.23
     spiky = torch.ones(2, 100)
     spiky[:, ::10] = 8.0  # cv = 1.24
-    mild = 1.0 + 0.6 * (torch.arange(100) % 2).repeat(2, 1).float()  # cv = 0.23
-    thresholds = PolicySettings().spread_thresholds
-    assert spread_pool_size(flat, thresholds) == 1
-    assert spread_pool_size(mild, thresholds) == 3
-    assert spread_pool_size(spiky, thresholds) == 7
+    thresholds = (0.1, 0.3, 1.0)
+    assert [cv_pool_size(layer_cv(norms), thresholds) for norms in (flat, mild, spiky)] == [7, 5, 1]
+
+
+def test_cv_thresholds_calibrate_from_the_first_compression_and_stay():
+    """Without thresholds: the quartiles of the first compression's per-layer CVs, then kept fixed."""
+    layers = [torch.ones(2, 50) + scale * torch.rand(2, 50, generator=torch.Generator().manual_seed(i))
+              for i, scale in enumerate((0.01, 0.2, 0.5, 1.0, 3.0, 9.0, 20.0, 50.0))]
+    memory: dict = {}
+    plans = pool_plans("cv", layers, None, memory)
+    cvs = [layer_cv(norms) for norms in layers]
+    t1, t2, t3 = memory["cv_thresholds"]
+    assert (t1, t2, t3) == calibrate_thresholds(cvs)
+    assert t1 < t2 < t3
+    assert memory["pool_sizes"][0] == 7 and memory["pool_sizes"][-1] == 1  # lowest CV -> 7, highest -> none
+    assert [size for _, size in plans] == [size if size > 1 else 1 for size in memory["pool_sizes"]]
+    again = dict(memory)
+    pool_plans("cv", [norms * 3 + torch.rand(2, 50) for norms in layers], None, again)
+    assert again["cv_thresholds"] == memory["cv_thresholds"]  # fixed for the rest of the stream
+    assert calibrate_thresholds(cvs) == calibrate_thresholds(list(cvs))  # deterministic
 
 
 def test_ties_go_to_the_earlier_token():
@@ -469,7 +536,7 @@ def test_tar_scores_a_cell_without_a_recent_token_as_neutral():
     layout = VisualLayout.for_chunk(1, chunk(0, 3, 2, 2))
     missing = layout.gather(torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]))  # the newest frame lacks cell (1, 1)
     keys = torch.randn(1, 11, 8)
-    scores = tar_scores(keys, missing, missing.frame == 2, PolicySettings(grid=(2, 2)))
+    scores = tar_scores(keys, missing, missing.frame == 2, (2, 2))
     cell_11 = (missing.row == 1) & (missing.col == 1) & (missing.frame < 2)
     assert torch.equal(scores[cell_11], torch.zeros(2))
     assert bool((scores[~cell_11 & (missing.frame < 2)] != 0).all())
@@ -482,7 +549,7 @@ def test_infinipot_refuses_recent_frames_larger_than_the_tar_share():
     keys, values, layout = simulate(2, 3, 4, 0, seed=0)  # 6 frames of 12 tokens
     config = PolicySettings(recent_frames=2, tar_ratio=0.5)  # 24 recent tokens
     get_policy("infinipot")(keys, values, layout, 48, config)  # share 24: fits
-    message = r"recent frames hold 24 tokens but the TaR share keeps only 23: raise --tar-ratio"
+    message = r"recent frames hold 24 tokens but the TaR share.*keeps only 23: raise `tar_ratio`"
     with pytest.raises(InfinipotError, match=message):
         get_policy("infinipot")(keys, values, layout, 47, config)
 
@@ -490,7 +557,7 @@ def test_infinipot_refuses_recent_frames_larger_than_the_tar_share():
 @pytest.mark.parametrize("name", ["tar", "van"])
 def test_single_score_policies_refuse_recent_frames_larger_than_the_budget(name):
     keys, values, layout = simulate(1, 3, 4, 0, seed=0)
-    with pytest.raises(InfinipotError, match="recent frames hold 24 tokens but the budget keeps only 20"):
+    with pytest.raises(InfinipotError, match="recent frames hold 24 tokens but the kept budget.*keeps only 20"):
         get_policy(name)(keys, values, layout, 20, PolicySettings(recent_frames=2))
 
 

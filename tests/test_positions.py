@@ -14,14 +14,10 @@ import torch
 from transformers import DynamicCache, Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding, apply_rotary_pos_emb
 
-from infinipot.budget import CompressionSettings
-from infinipot.engine import FrameBatch, Session
+from helpers import ALL_FAMILIES, LLAVA_FAMILIES, frames, session
 from infinipot.errors import InfinipotError
-from infinipot.positions import dense_positions, warn_if_past_window
+from infinipot.positions import dense_positions
 from infinipot.rope import KeyRotator
-
-ALL_FAMILIES = ["llava_onevision", "llava_next_video", "qwen2_5_vl", "qwen2_vl"]
-LLAVA_FAMILIES = ["llava_onevision", "llava_next_video"]
 MROPE_FREQ_AXIS = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2])  # the tiny Qwen's mrope_section [2, 3, 3]
 
 
@@ -65,8 +61,8 @@ def random_positions(heads: int, tokens: int, axes: int, high: int, seed: int) -
 
 # --- re-rotation --------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ALL_FAMILIES)
-def test_rotated_key_equals_the_models_key_at_the_new_position(adapters, family):
-    adapter = adapters(family)
+def test_rotated_key_equals_the_models_key_at_the_new_position(models, family):
+    adapter = models(family).adapter
     rotary, axes = adapter.rotary_embedding(), adapter.position_axes
     rotator = KeyRotator.from_rotary_embedding(rotary, axes)
     keys = torch.randn(2, 64, adapter.head_dim, generator=torch.Generator().manual_seed(0))
@@ -85,8 +81,8 @@ def test_rotated_key_equals_the_models_key_at_the_new_position(adapters, family)
 
 
 @pytest.mark.parametrize("family", ["llava_next_video", "qwen2_5_vl"])
-def test_rotation_agrees_with_the_plain_reference(adapters, family):
-    adapter = adapters(family)
+def test_rotation_agrees_with_the_plain_reference(models, family):
+    adapter = models(family).adapter
     rotator = KeyRotator.from_rotary_embedding(adapter.rotary_embedding(), adapter.position_axes)
     expected_axis = MROPE_FREQ_AXIS if adapter.position_axes == 3 else torch.zeros(8, dtype=torch.long)
     assert torch.equal(rotator.freq_axis, expected_axis)
@@ -97,9 +93,9 @@ def test_rotation_agrees_with_the_plain_reference(adapters, family):
     assert (rotator.rotate(keys, old, new) - reference).abs().max().item() <= 1e-6
 
 
-def test_mrope_sections_turn_by_their_own_axis_delta(adapters):
+def test_mrope_sections_turn_by_their_own_axis_delta(models):
     """Moving only the height axis leaves the temporal and width frequencies untouched."""
-    rotator = KeyRotator.from_rotary_embedding(adapters("qwen2_vl").rotary_embedding(), 3)
+    rotator = KeyRotator.from_rotary_embedding(models("qwen2_vl").adapter.rotary_embedding(), 3)
     keys = torch.randn(1, 5, 16)
     old = random_positions(1, 5, 3, 1_000, seed=6)
     new = old.clone()
@@ -126,15 +122,15 @@ def test_attention_scaling_is_not_applied_twice():
 def test_length_dependent_rope_is_refused():
     config = Qwen2Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                          rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4})
-    with pytest.raises(InfinipotError, match="dynamic.*--positions original"):
+    with pytest.raises(InfinipotError, match="dynamic.*use `positions` original"):
         KeyRotator.from_rotary_embedding(Qwen2RotaryEmbedding(config), 1)
 
 
 @pytest.mark.parametrize("family", ["llava_next_video", "qwen2_5_vl"])
-def test_the_models_cached_keys_move_exactly(adapters, family):
+def test_the_models_cached_keys_move_exactly(models, family):
     """Run the language model twice over the same tokens with every position axis shifted by its own
     constant: attention sees the same relative positions, so each layer's keys differ only by the turn."""
-    adapter = adapters(family)
+    adapter = models(family).adapter
     axes = adapter.position_axes
     embeds = torch.randn(1, 12, adapter.text_config.hidden_size, generator=torch.Generator().manual_seed(9))
     old = torch.arange(12).unsqueeze(0).expand(axes, 12) + torch.tensor([40_000, 7, 900][:axes]).unsqueeze(1)
@@ -164,119 +160,109 @@ def test_dense_positions_match_the_plain_reference():
 
 
 # --- streams ------------------------------------------------------------------------------------
-def frames(count: int, seed: int = 0) -> np.ndarray:
-    return np.random.RandomState(seed).randint(0, 256, (count, 84, 112, 3), dtype=np.uint8)
-
-
-def stream(adapter, settings, video, positions, watch=None, session: Session | None = None) -> Session:
-    session = session or Session(adapter, settings, positions=positions)
-    session.prepare(84, 112)
-    size = session.chunk_frames
-    batches = [FrameBatch(video[i : i + size], float(i + size)) for i in range(0, len(video), size)]
-    session.stream(batches, sample_fps=1.0, frames_total=len(video), on_progress=watch)
-    return session
-
-
-def largest_cached_position(session: Session) -> int:
-    return max(int(layout.position[..., 0].max()) for layout in session.cache.layouts)
+def largest_cached_position(result) -> int:
+    return max(int(layout.position[..., 0].max()) for layout in result.cache.layouts)
 
 
 @pytest.mark.parametrize("family", LLAVA_FAMILIES)
-def test_compact_positions_stay_below_prefix_plus_budget_plus_question(adapters, family):
-    adapter = adapters(family)
-    settings = CompressionSettings(policy="infinipot", budget_tokens=144, keep_ratio=0.5, chunk_frames=8)
+def test_compact_positions_stay_below_prefix_plus_budget_plus_question(models, family):
+    adapter = models(family).adapter
+    budget = 144
     for count in (30, 120):
-        session = Session(adapter, settings)  # compact is the family's default
+        result = session(models, family, policy="infinipot", budget=budget, keep_ratio=0.5, chunk_frames=8)
         largest = []
 
-        def watch(_, session=session):
-            prefix = session.cache.prefix_len
-            for layout in session.cache.layouts:  # every head holds exactly prefix, prefix + 1, ...
+        def watch(_, result=result):
+            prefix = result.cache.prefix_len
+            for layout in result.cache.layouts:  # every head holds exactly prefix, prefix + 1, ...
                 dense = torch.arange(layout.tokens) + prefix
                 assert torch.equal(layout.position[..., 0], dense.expand(layout.heads, -1))
-            largest.append(largest_cached_position(session))
+            largest.append(largest_cached_position(result))
 
-        stream(adapter, settings, frames(count, seed=count), None, watch, session=session)
-        prefix, question = session.cache.prefix_len, adapter.question("What happened?")
-        assert session.positions == "compact" and session.stats.compressions >= 2
-        assert max(largest) < prefix + settings.budget_tokens
-        assert int(question.positions.max()) < prefix + settings.budget_tokens + question.ids.shape[1]
-        assert int(question.positions[0, 0]) == largest_cached_position(session) + 1
-        assert session.ask("What happened?", max_new_tokens=3).tokens > 0
-    original = stream(adapter, settings, frames(120, seed=120), "original")
-    assert largest_cached_position(original) == original.cache.prefix_len + original.stats.visual_tokens_seen - 1
+        result.feed(frames(count, seed=count), on_event=watch)
+        prefix, question = result.cache.prefix_len, adapter.question("What happened?", result.state.positions)
+        assert result.state.position_mode == "compact" and result.state.stats.compressions >= 2
+        assert max(largest) < prefix + budget
+        assert int(question.positions.max()) < prefix + budget + question.ids.shape[1]
+        assert int(question.positions[0, 0]) == largest_cached_position(result) + 1
+        assert result.ask("What happened?", max_new_tokens=3).tokens > 0
+    original = session(models, family, policy="infinipot", budget=budget, keep_ratio=0.5, chunk_frames=8,
+                       positions="original")
+    original.feed(frames(120, seed=120))
+    stats = original.state.stats
+    assert largest_cached_position(original) == original.cache.prefix_len + stats.visual_tokens_seen - 1
 
 
 @pytest.mark.parametrize("family", ["llava_onevision", "qwen2_5_vl"])
-def test_compacted_cache_holds_the_models_keys_at_the_new_positions(adapters, family):
+def test_compacted_cache_holds_the_models_keys_at_the_new_positions(models, family):
     """Layer-0 keys depend only on a token and its position, so every cached layer-0 key, old or
     new, moved or not, must be the model's key for that token at the position the layout records."""
-    adapter = adapters(family)
+    adapter = models(family).adapter
     attention = adapter.model.model.language_model.layers[0].self_attn
     captured = []
     hook = attention.k_proj.register_forward_hook(lambda module, args, output: captured.append(output[0].clone()))
     try:
-        session = stream(adapter, CompressionSettings(policy="infinipot", budget_tokens=96, chunk_frames=4),
-                         frames(40, seed=11), "compact")
+        result = session(models, family, policy="infinipot", budget=96, chunk_frames=4, positions="compact")
+        result.feed(frames(40, seed=11))
     finally:
         hook.remove()
-    assert session.stats.compressions > 0
+    assert result.state.stats.compressions > 0
     pre_rope = torch.cat(captured[1:]).view(-1, adapter.kv_heads, adapter.head_dim)  # chunks in order, prefix dropped
-    layout = session.cache.layouts[0]
-    rows, cols = session.grid
+    layout = result.cache.layouts[0]
+    rows, cols = result.state.plan.grid
     token = layout.frame * rows * cols + layout.row * cols + layout.col  # [heads, kept] index into pre_rope
     heads = torch.arange(adapter.kv_heads).unsqueeze(1)
     expected = model_keys_at(adapter.rotary_embedding(), pre_rope[token, heads], layout.position)
-    cached = session.cache.kv.layers[0].keys[0, :, session.cache.prefix_len :]
+    cached = result.cache.layers[0].keys[0, :, result.cache.prefix_len :]
     assert (cached - expected).abs().max().item() <= 1e-5
 
 
-def test_mrope_compact_renumbers_time_and_keeps_the_grid(adapters):
-    adapter = adapters("qwen2_5_vl")  # 1 fps: temporal ids 4 apart in original positions
-    settings = CompressionSettings(policy="uniform", budget_tokens=96, chunk_frames=8)
-    session = stream(adapter, settings, frames(80, seed=12), "compact")
-    prefix = session.cache.prefix_len
-    for layout in session.cache.layouts:
+def test_mrope_compact_renumbers_time_and_keeps_the_grid(models):
+    compact = session(models, "qwen2_5_vl", policy="uniform", budget=96, chunk_frames=8, positions="compact")
+    compact.feed(frames(80, seed=12))  # 1 fps: temporal ids 4 apart in original positions
+    prefix = compact.cache.prefix_len
+    for layout in compact.cache.layouts:
         assert torch.equal(layout.position[..., 1], layout.row + prefix)
         assert torch.equal(layout.position[..., 2], layout.col + prefix)
-        steps = layout.position[..., 0].diff(dim=1)
-        assert int(steps.min()) >= 0
-    original = stream(adapter, settings, frames(80, seed=12), "original")
-    assert largest_cached_position(session) < prefix + 96 <= largest_cached_position(original)
-    assert session.ask("What happened?", max_new_tokens=3).tokens > 0
+        assert int(layout.position[..., 0].diff(dim=1).min()) >= 0
+    original = session(models, "qwen2_5_vl", policy="uniform", budget=96, chunk_frames=8, positions="original")
+    original.feed(frames(80, seed=12))
+    assert largest_cached_position(compact) < prefix + 96 <= largest_cached_position(original)
+    assert compact.ask("What happened?", max_new_tokens=3).tokens > 0
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_next_video"])
-def test_compact_equals_original_when_nothing_is_compressed(adapters, family):
-    adapter = adapters(family)
+def test_compact_equals_original_when_nothing_is_compressed(models, family):
     video = frames(8, seed=13)
-    logits = [stream(adapter, CompressionSettings(policy="full", chunk_frames=2), video, mode)
-              .first_token_logits("What happened?") for mode in ("original", "compact")]
+    logits = []
+    for mode in ("original", "compact"):
+        result = session(models, family, policy="full", chunk_frames=2, positions=mode)
+        result.feed(video)
+        logits.append(result.first_token_logits("What happened?"))
     assert torch.equal(logits[0], logits[1])
 
 
 # --- the trained window -------------------------------------------------------------------------
-def test_original_positions_past_the_window_are_warned_about(adapters, caplog):
-    adapter = adapters("llava_next_video")  # 16 tokens a frame, trained on 4,096 positions
-    settings = CompressionSettings(policy="recent", budget_tokens=96, chunk_frames=2)
+def test_original_positions_past_the_window_are_warned_about(models, tmp_path, caplog):
+    """LLaVA-NeXT-Video: 16 tokens a frame, trained on 4,096 positions; 300 frames pass it."""
+    from infinipot.synthetic import write_test_video
+
+    short, long = (write_test_video(tmp_path / f"{n}.mp4", seconds=n, fps=1) for n in (4, 300))
     with caplog.at_level(logging.WARNING, logger="infinipot.positions"):
-        stream(adapter, settings, frames(4), "original")
+        session(models, "llava_next_video", policy="recent", budget=96, positions="original").open(short)
         assert not caplog.records
-        session = Session(adapter, settings, positions="original")
-        session.prepare(84, 112)
-        session.stream([FrameBatch(frames(2), 2.0)], sample_fps=1.0, frames_total=300)
-    assert len(caplog.records) == 1
-    message = caplog.records[0].getMessage()
-    largest = session.cache.prefix_len + 300 * 16 - 1
-    assert f"reach {largest} " in message and "4096" in message and "--positions compact" in message
-    adapter.begin_stream(1.0)
-    assert warn_if_past_window(adapter, "compact", 300, (4, 4), True, 96) < 4096
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="infinipot.positions"):
-        warn_if_past_window(adapter, "compact", 10_000, (4, 4), True, 5_000)
-    assert "lower --budget" in caplog.records[0].getMessage()
+        session(models, "llava_next_video", policy="recent", budget=96, positions="original").open(long)
+        assert len(caplog.records) == 1
+        message = caplog.records[0].getMessage()
+        assert f"reach {300 * 16 - 1} " in message and "4096" in message and "use `positions` compact" in message
+        caplog.clear()
+        session(models, "llava_next_video", policy="recent", budget=96, positions="compact").open(long)
+        assert not caplog.records
+        session(models, "llava_next_video", policy="recent", budget=5000, keep_ratio=0.9,
+                positions="compact").open(long)
+    assert "lower `budget`" in caplog.records[0].getMessage()
 
 
-def test_unknown_position_mode_is_refused(adapters):
-    with pytest.raises(InfinipotError, match="unknown positions mode 'sparse'"):
-        Session(adapters("llava_onevision"), CompressionSettings(), positions="sparse")
+def test_unknown_position_mode_is_refused(models):
+    with pytest.raises(InfinipotError, match="unknown `positions` 'sparse'"):
+        session(models, "llava_onevision", positions="sparse")

@@ -85,6 +85,19 @@ class Adapter(ABC):
         return self.model.config.get_text_config()
 
     @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def kv_heads(self) -> int:
+        return self.text_config.num_key_value_heads
+
+    @property
+    def head_dim(self) -> int:
+        config = self.text_config
+        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

@@ -158,6 +158,11 @@ class QwenAdapter(Adapter):
         position = torch.stack([pos_t.reshape(-1), r_grid.reshape(-1) + prefix, c_grid.reshape(-1) + prefix], dim=1)
         return ChunkLayout(t_grid.reshape(-1), r_grid.reshape(-1), c_grid.reshape(-1), position)
 
+    def state_from_dict(self, data: dict) -> QwenPositions:
+        state = super().state_from_dict(data)
+        state.grid = tuple(state.grid) if state.grid is not None else None
+        return state
+
     def restart_at(self, next_start: int, state: QwenPositions) -> None:
         # Only the temporal axis is compacted; rows and columns keep prefix_len + row / col.
         state.temporal_base, state.base_t = next_start, state.steps
