@@ -10,6 +10,7 @@ only thing that changes its tensors: compression, compaction and truncation are 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,10 @@ from infinipot.policies import LayerView, Policy
 from infinipot.positions import dense_positions
 from infinipot.rope import KeyRotator
 
-LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged")
+LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged", "marker")
+# At most this share of the kept budget goes to marker tokens (a frame's timestamp text), so a
+# long stream's many partly kept frames cannot crowd out the visual tokens (docs/design.md, "Markers").
+MARKER_SHARE = 0.125
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class LayoutStore:
             col=torch.empty(heads, capacity, dtype=torch.long, device=device),
             position=torch.empty(heads, capacity, axes, dtype=torch.long, device=device),
             merged=torch.empty(heads, capacity, dtype=torch.bool, device=device),
+            marker=torch.empty(heads, capacity, dtype=torch.bool, device=device),
         )
 
     @property
@@ -136,20 +141,64 @@ class BudgetedCache:
 
     @torch.inference_mode()
     def compress(self, policy: Policy, keep: int, plan, memory: dict) -> CompressionResult:
-        """Keep `keep` visual tokens per layer and head, chosen by `policy` with every layer in view."""
+        """Keep at most `keep` tokens per layer and head: the policy's choice of visual tokens, with every
+        layer in view, plus the markers of the frames still present (docs/design.md, "Markers")."""
         before = self.visual_tokens
         if self.seq_length() != self.video_length:
             raise RuntimeError("compress() called with question tokens in the cache")
         start = self.prefix_len
-        views = [
-            LayerView(layer.keys[0, :, start:], layer.values[0, :, start:], store.view, index, self.num_layers, plan)
-            for index, (layer, store) in enumerate(zip(self.layers, self.stores))
-        ]
-        selections = policy.compress(views, keep, memory)
-        for layer, store, kept in zip(self.layers, self.stores, selections):
+        layouts = [store.view for store in self.stores]
+        marker_count = int(layouts[0].marker[0].sum())  # the same in every layer and head
+        marker_room = min(marker_count, math.ceil(MARKER_SHARE * keep))
+        # Per layer and head, the slots of the visual tokens (markers sit at other slots in each head).
+        visual = [None if marker_count == 0 else (~layout.marker).nonzero()[:, 1].view(layout.heads, -1)
+                  for layout in layouts]
+        views = [self._view(layer, layout, index, plan, slots) for index, (layer, layout, slots) in
+                 enumerate(zip(self.layers, layouts, visual))]
+        selections = policy.compress(views, keep - marker_room, memory)
+        if marker_count:
+            selections = self._with_markers(selections, layouts, visual, marker_room)
+        for layer, store, layout, kept in zip(self.layers, self.stores, layouts, selections):
             layer.keep_rows(start, kept, self._scratch_for(layer, kept.numel()))
-            store.replace(store.view.gather(kept.to(store.device)))
+            store.replace(layout.gather(kept.to(store.device)))
         return CompressionResult(before=before, after=self.visual_tokens)
+
+    def _view(self, layer: BufferLayer, layout: VisualLayout, index: int, plan, slots) -> LayerView:
+        keys, values = layer.keys[0, :, self.prefix_len :], layer.values[0, :, self.prefix_len :]
+        if slots is not None:  # policies see a frame's visual tokens only
+            keys = keys.gather(1, slots.unsqueeze(-1).expand(-1, -1, keys.shape[-1]))
+            values = values.gather(1, slots.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+            layout = layout.gather(slots)
+        return LayerView(keys, values, layout, index, self.num_layers, plan)
+
+    @staticmethod
+    def _with_markers(selections: list[torch.Tensor], layouts: list[VisualLayout], visual: list[torch.Tensor],
+                      room: int) -> list[torch.Tensor]:
+        """Map the policy's picks to cache slots and add the markers of the frames that keep the most tokens.
+
+        Markers are kept per frame, the same frames in every layer and head, so every head of every
+        layer holds as many tokens; frames are taken by how many of their tokens are kept (all
+        layers and heads; the newer frame first on a tie) while their markers fit in `room`.
+        """
+        slots = [layer_visual.gather(1, kept) for layer_visual, kept in zip(visual, selections)]  # [heads, keep]
+        kept_frames = torch.cat([layout.frame.gather(1, kept).flatten() for layout, kept in zip(layouts, slots)])
+        frames, counts = kept_frames.unique(return_counts=True)
+        order = sorted(zip(counts.tolist(), frames.tolist()), reverse=True)
+        first = layouts[0]
+        marker_frames = first.frame[0, first.marker[0]]
+        chosen, used = [], 0
+        for _, frame in order:
+            size = int((marker_frames == frame).sum())
+            if used + size <= room:
+                chosen.append(frame)
+                used += size
+        chosen_frames = torch.tensor(chosen, dtype=first.frame.dtype, device=first.frame.device)
+        result = []
+        for layout, kept in zip(layouts, slots):
+            marker_slots = layout.marker & torch.isin(layout.frame, chosen_frames)  # [heads, tokens]
+            extra = marker_slots.nonzero()[:, 1].view(layout.heads, -1)
+            result.append(torch.cat([kept, extra], dim=1).sort(dim=1).values)
+        return result
 
     def _scratch_for(self, layer: BufferLayer, rows: int) -> torch.Tensor:
         dim = max(layer.key_buffer.shape[-1], layer.value_buffer.shape[-1])

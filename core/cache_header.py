@@ -17,7 +17,7 @@ from infinipot.errors import InfinipotError
 
 FORMAT_NAME = "infinipot-kv-cache"
 FORMAT_VERSION = 2
-LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged")
+LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged", "marker")
 _REQUIRED = {"settings": dict, "policy": dict, "model": dict, "kv_dtype": str, "state": dict, "layout": dict,
              "tensors": dict}
 _LAYOUT_INTS = ("layers", "kv_heads", "head_dim", "position_axes", "prefix_len", "video_length", "seq_length",
@@ -169,7 +169,7 @@ def _check_table(path: Path, meta: dict, table: dict[str, tuple[str, list[int]]]
                 raise damaged(path, f"layers.{index}.{part} is not [1, {heads}, {seq}, {dim}]")
         shapes = {name: table[f"layers.{index}.layout.{name}"][1] for name in LAYOUT_FIELDS}
         if shapes["position"] != [heads, visual, axes] or any(shapes[n] != [heads, visual] for n in
-                                                               ("frame", "row", "col", "merged")):
+                                                               ("frame", "row", "col", "merged", "marker")):
             raise damaged(path, f"the layout of layer {index} does not match its keys")
         if layout["prefix_len"] + visual > seq:
             raise damaged(path, f"layer {index} holds more tokens than its keys")

@@ -5,6 +5,11 @@ head. A token is identified by its frame (the temporal grid index the model sees
 index covers two video frames), its (row, col) cell in that frame's token grid, and the rotary
 position its key was rotated with. Compression gathers the same indices from the KV tensors and
 from the layout, so the two never drift apart.
+
+Two kinds of cached tokens are not a frame's visual tokens: `merged` ones summarise several
+(for merging policies), and `marker` ones are text a family writes between frames (Qwen3-VL's
+`<t seconds>` and vision start/end), which belong to their frame (row = col = -1) and are kept
+exactly while any of that frame's tokens is kept (docs/design.md, "Markers").
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ class VisualLayout:
     row: torch.Tensor  # [heads, tokens] long: cell row in the frame's token grid
     col: torch.Tensor  # [heads, tokens] long: cell column
     position: torch.Tensor  # [heads, tokens, axes] long: rotary position ids (axes=3 for M-RoPE, 1 for 1-D)
-    merged: torch.Tensor  # [heads, tokens] bool: token summarises several (reserved for merging policies)
+    merged: torch.Tensor  # [heads, tokens] bool: token summarises several (merging policies)
+    marker: torch.Tensor  # [heads, tokens] bool: text between frames, kept with its frame
 
     @property
     def heads(self) -> int:
@@ -41,6 +47,7 @@ class VisualLayout:
             col=torch.empty(heads, 0, **long),
             position=torch.empty(heads, 0, axes, **long),
             merged=torch.empty(heads, 0, dtype=torch.bool, device=device),
+            marker=torch.empty(heads, 0, dtype=torch.bool, device=device),
         )
 
     @classmethod
@@ -50,12 +57,15 @@ class VisualLayout:
         def per_head(t: torch.Tensor) -> torch.Tensor:
             return t.unsqueeze(0).expand(heads, *t.shape).clone()
 
+        count, device = chunk.frame.shape[0], chunk.frame.device
+        marker = chunk.marker if chunk.marker is not None else torch.zeros(count, dtype=torch.bool, device=device)
         return cls(
             frame=per_head(chunk.frame),
             row=per_head(chunk.row),
             col=per_head(chunk.col),
             position=per_head(chunk.position),
-            merged=torch.zeros(heads, chunk.frame.shape[0], dtype=torch.bool, device=chunk.frame.device),
+            merged=torch.zeros(heads, count, dtype=torch.bool, device=device),
+            marker=per_head(marker),
         )
 
     def append(self, other: VisualLayout) -> VisualLayout:
@@ -65,6 +75,7 @@ class VisualLayout:
             col=torch.cat([self.col, other.col], dim=1),
             position=torch.cat([self.position, other.position], dim=1),
             merged=torch.cat([self.merged, other.merged], dim=1),
+            marker=torch.cat([self.marker, other.marker], dim=1),
         )
 
     def gather(self, kept: torch.Tensor) -> VisualLayout:
@@ -76,6 +87,7 @@ class VisualLayout:
             col=self.col.gather(1, kept),
             position=self.position.gather(1, kept.unsqueeze(-1).expand(-1, -1, axes)),
             merged=self.merged.gather(1, kept),
+            marker=self.marker.gather(1, kept),
         )
 
     def to(self, device: torch.device | str) -> VisualLayout:
@@ -85,6 +97,7 @@ class VisualLayout:
             self.col.to(device),
             self.position.to(device),
             self.merged.to(device),
+            self.marker.to(device),
         )
 
 
@@ -96,6 +109,7 @@ class ChunkLayout:
     row: torch.Tensor  # [tokens] long
     col: torch.Tensor  # [tokens] long
     position: torch.Tensor  # [tokens, axes] long
+    marker: torch.Tensor | None = None  # [tokens] bool; None: no markers in this chunk
 
     @property
     def tokens(self) -> int:

@@ -53,8 +53,7 @@ class Streamer:
     def add(self, frames: np.ndarray, end_seconds: float) -> None:
         """Prefill whole temporal steps of frames (`[n, H, W, 3]`, n a multiple of the frame multiple)."""
         state, plan, stats = self.state, self.state.plan, self.state.stats
-        incoming = (len(frames) // plan.frame_multiple) * plan.tokens_per_step
-        if plan.compress and self.cache.visual_tokens + incoming > plan.budget_tokens:
+        if plan.compress and self.cache.visual_tokens + self.incoming(len(frames)) > plan.budget_tokens:
             self.compress()
         timings = stats.timings
         start = time.perf_counter()
@@ -68,6 +67,12 @@ class Streamer:
         stats.video_seconds = max(stats.video_seconds, end_seconds - state.start_seconds)
         stats.visual_tokens_seen += chunk.layout.tokens
         stats.peak_cached_tokens = max(stats.peak_cached_tokens, self.cache.visual_tokens)
+
+    def incoming(self, frames: int) -> int:
+        """Tokens `frames` more frames will add to the cache (known before they are encoded)."""
+        plan = self.state.plan
+        steps = frames // plan.frame_multiple
+        return steps * plan.tokens_per_step + self.adapter.marker_tokens(frames, self.state.positions)
 
     def compress(self) -> None:
         """Compress every layer to the kept budget; in compact mode renumber and continue after the kept tokens."""
@@ -97,8 +102,7 @@ class Streamer:
         need it too, at the same cache state, so it happens either way.
         """
         plan = self.state.plan
-        incoming = (len(frames) // plan.frame_multiple) * plan.tokens_per_step
-        if plan.compress and self.cache.visual_tokens + incoming > plan.budget_tokens:
+        if plan.compress and self.cache.visual_tokens + self.incoming(len(frames)) > plan.budget_tokens:
             self.compress()
         saved = self.checkpoint()
         self.add(frames, end_seconds)

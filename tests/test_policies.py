@@ -384,7 +384,8 @@ def test_tar_keeps_the_moving_object_over_the_static_background():
 def _head(layout: VisualLayout, head: int) -> VisualLayout:
     pick = slice(head, head + 1)
     return VisualLayout(
-        layout.frame[pick], layout.row[pick], layout.col[pick], layout.position[pick], layout.merged[pick]
+        layout.frame[pick], layout.row[pick], layout.col[pick], layout.position[pick], layout.merged[pick],
+        layout.marker[pick],
     )
 
 

@@ -131,6 +131,10 @@ class Adapter(ABC):
     def encode(self, frames: np.ndarray, state: PositionState) -> EncodedChunk:
         """Encode the stream's next frames (`[n, H, W, 3]` uint8) at their exact positions; advances `state`."""
 
+    def marker_tokens(self, frames: int, state: PositionState) -> int:
+        """Text tokens a chunk of `frames` frames brings besides its visual tokens (Qwen3-VL's timestamps)."""
+        return 0
+
     @abstractmethod
     def question_ids(self, text: str, state: PositionState) -> torch.Tensor:
         """Token ids `[1, n]` that close the video and ask `text`, ending with the answer prompt."""
