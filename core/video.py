@@ -29,7 +29,8 @@ from infinipot.errors import InfinipotError
 
 log = logging.getLogger(__name__)
 
-_DECODER_THREADS = 2  # our machines have 2 cores; decord's default (0) takes them all
+DECODER_THREADS = 2  # our machines have 2 cores; decord's default (0) takes them all
+_DECODER_THREADS = DECODER_THREADS
 _EPS = 1e-6  # slack for float seconds * fps landing a hair off an integer frame index
 
 # decord reports unreadable input as RuntimeError (open) or DECORDError (missing stream, bad data).
@@ -132,11 +133,11 @@ def native_stderr_silenced() -> Iterator[None]:
 _native_stderr_silenced = native_stderr_silenced  # the name callers used before it was public
 
 
-def open_reader(path: Path) -> decord.VideoReader:
+def open_reader(path: Path, threads: int = DECODER_THREADS) -> decord.VideoReader:
     """A decord reader on `path` with native output silenced; InfinipotError if decord cannot read it."""
     try:
         with native_stderr_silenced():
-            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECODER_THREADS)
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
     except DECODE_ERRORS as err:
         log.debug("decord could not open %s: %s", path, err)
         raise InfinipotError(

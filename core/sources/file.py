@@ -22,7 +22,7 @@ import numpy as np
 from infinipot.errors import InfinipotError
 from infinipot.fingerprints import video_fingerprint
 from infinipot.sources.base import FrameChunk, SourceInfo
-from infinipot.video import DECODE_ERRORS, FramePlan, VideoInfo, decode_batch, open_reader, plan_frames, probe
+from infinipot.video import DECODE_ERRORS, DECODER_THREADS, FramePlan, VideoInfo, decode_batch, open_reader, plan_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class FileSource:
     """
 
     def __init__(self, video: VideoInfo, plan: FramePlan, frame_multiple: int = 2,
-                 warnings: list[str] | None = None) -> None:
+                 warnings: list[str] | None = None, decoder_threads: int = DECODER_THREADS) -> None:
         self.video = video
+        self.decoder_threads = decoder_threads  # decord's threads; one leaves a core to the model on small CPUs
         self.plan = plan
         self.frame_multiple = frame_multiple
         self.warnings: list[str] = list(warnings or [])
@@ -73,7 +74,7 @@ class FileSource:
                 if self._closed:
                     return
                 if reader is None:
-                    reader = open_reader(self.video.path)
+                    reader = open_reader(self.video.path, self.decoder_threads)
                 positions = np.arange(first, min(first + chunk_frames, plan.frames))  # [c] plan positions
                 frames, kept = self._decode(reader, positions)  # [k, H, W, 3], [k]
                 if len(kept) < len(positions):
@@ -129,7 +130,8 @@ class FileSource:
 
 
 def open_file(path: str | Path, fps: float, start: float | None = None, end: float | None = None,
-              max_frames: int | None = None, frame_multiple: int = 2, duration: float | None = None) -> FileSource:
+              max_frames: int | None = None, frame_multiple: int = 2, duration: float | None = None,
+              decoder_threads: int = DECODER_THREADS) -> FileSource:
     """Probe `path` and plan its frames; InfinipotError on a bad file or window.
 
     `duration` reads at most that many seconds from `start` (a shorter file is read to its end).
@@ -144,7 +146,7 @@ def open_file(path: str | Path, fps: float, start: float | None = None, end: flo
     plan = plan_frames(video, fps, start, end, max_frames, frame_multiple=frame_multiple)
     if plan.frames == 0:
         raise InfinipotError(f"no frames to read in {path} — widen --start/--end")
-    return FileSource(video, plan, frame_multiple, _rate_warnings(video, plan))
+    return FileSource(video, plan, frame_multiple, _rate_warnings(video, plan), decoder_threads)
 
 
 def _rate_warnings(video: VideoInfo, plan: FramePlan) -> list[str]:

@@ -17,6 +17,7 @@ from infinipot.sources.base import FrameSource
 from infinipot.sources.ffmpeg_process import find_ffmpeg
 from infinipot.sources.file import open_file
 from infinipot.sources.live import STDIN, LiveSource
+from infinipot.video import DECODER_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,20 @@ def is_live_spec(spec: str | Path) -> bool:
 def open_source(spec: str | Path, fps: float, start: float | None = None, end: float | None = None,
                 max_frames: int | None = None, frame_multiple: int = 2, duration: float | None = None,
                 stall_timeout: float = 30.0, *, input_options: dict | None = None,
-                stdin: int | IO | None = None, open_timeout: float | None = None) -> FrameSource:
+                stdin: int | IO | None = None, open_timeout: float | None = None,
+                decoder_threads: int = DECODER_THREADS) -> FrameSource:
     """Open `spec` as a frame source: a FileSource for a file, a LiveSource for anything ffmpeg streams.
 
     A live source has no window (start/end are refused); `duration` and `max_frames` bound it and
     `stall_timeout` ends it when nothing comes. `input_options`, `stdin` and `open_timeout` go to
-    LiveSource.
+    LiveSource; `decoder_threads` (decord's, for files) to FileSource.
     Non-regular paths (FIFO, directory, socket, device) are refused without opening them.
     """
     text = _as_text(spec)
     if _url_scheme(text) == "file":
         text = unquote(urlparse(text).path)
     if not is_live_spec(text):
-        return open_file(text, fps, start, end, max_frames, frame_multiple, duration)
+        return open_file(text, fps, start, end, max_frames, frame_multiple, duration, decoder_threads)
     if start is not None or end is not None:
         raise InfinipotError(f"--start/--end pick a window of a video file; {_describe(text)} is read live"
                              " — limit it with --duration instead")
