@@ -1,120 +1,162 @@
-"""`infinipot chat VIDEO|CACHE`: a conversation about one video; earlier turns stay in context."""
+"""`infinipot chat VIDEO|CACHE`: a conversation about one video; earlier turns stay in context.
+
+Ctrl-C while an answer is being generated stops it (the turn is dropped) and returns to the
+prompt; Ctrl-C again at the prompt, or Ctrl-D, leaves, saying how `/save` keeps the conversation.
+SIGTERM and SIGHUP end the chat like any command ("interrupted").
+"""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from infinipot.cache_file import save_session
 from infinipot.errors import InfinipotError
-from infinipot_cli.app import Debug, app, err, handles_errors, out
+
+from infinipot_cli import console
+from infinipot_cli.display import StreamDisplay
+from infinipot_cli.flags import ANSWER, STREAM, flagged, with_flags
+from infinipot_cli.opening import Inputs, Source, Warnings, load_cache, open_video, run_inputs
 from infinipot_cli.render import format_bytes, format_seconds
-from infinipot_cli.source import (
-    BudgetOption, DeviceOption, EndOption, FpsOption, KeepRatioOption, MaxFramesOption, MaxNewTokensOption, Opened,
-    PolicyOption, PoolingOption, PositionsOption, PresetOption, RecentOption, SeedOption, StartOption,
-    TarRatioOption, TemperatureOption, open_source, stream_options,
-)
+from infinipot_cli.signals import by_user
 
 PROMPT = "you> "
 HELP = ("/reset forgets the conversation (back to the video alone), /save FILE writes the current cache, "
         "/exit ends (so does Ctrl-D)")
 
 
-@app.command("chat")
-@handles_errors
+@dataclass
+class Chat:
+    session: Any
+    inputs: Inputs
+    answer: Any
+    saved_turns: int = 0  # turns in the last file /save wrote (or the cache it started from)
+    interrupted: bool = False  # the last thing was a Ctrl-C: one more at the prompt leaves
+
+    @property
+    def unsaved(self) -> int:
+        return len(self.session.state.turns) - self.saved_turns if self.session.state.turns else 0
+
+
+@with_flags(STREAM, ANSWER)
 def chat_command(
-    source: Annotated[Path, typer.Argument(
-        metavar="VIDEO|CACHE", help="Video file to stream or a cache written by `infinipot compress`.",
+    source: Annotated[str, typer.Argument(
+        metavar="VIDEO|CACHE", help="Video file or stream to stream, or a cache written by `infinipot compress`.",
         show_default=False)],
-    preset: PresetOption = None,
-    budget: BudgetOption = None,
-    policy: PolicyOption = None,
-    keep_ratio: KeepRatioOption = None,
-    recent: RecentOption = None,
-    tar_ratio: TarRatioOption = None,
-    pooling: PoolingOption = None,
-    fps: FpsOption = None,
-    start: StartOption = None,
-    end: EndOption = None,
-    max_frames: MaxFramesOption = None,
-    positions: PositionsOption = None,
-    device: DeviceOption = "auto",
-    max_new_tokens: MaxNewTokensOption = 256,
-    temperature: TemperatureOption = 0.0,
-    seed: SeedOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display while streaming.")] = False,
-    debug: Debug = False,
+    *, stream: Any, answer: Any,
 ) -> None:
     """Ask questions about VIDEO or CACHE one after another; each answer sees the earlier turns."""
-    if max_new_tokens <= 0:
-        raise InfinipotError(f"--max-new-tokens must be positive, got {max_new_tokens}")
-    options = stream_options(source, preset, budget=budget, policy=policy, keep_ratio=keep_ratio, recent=recent,
-                             tar_ratio=tar_ratio, pooling=pooling, fps=fps, start=start, end=end,
-                             max_frames=max_frames, positions=positions, device=device)
-    opened = open_source(options, preset_given=preset is not None, show=not quiet)
-    stats = opened.session.stats
-    err.print(f"chatting about {source.name}: {format_seconds(stats.video_seconds)} of video, "
-              f"{opened.session.cache.visual_tokens:,} visual tokens cached. {HELP}.", highlight=False)
-    if opened.session.turns:
-        err.print(f"resuming the {len(opened.session.turns)} earlier turns saved in the cache", highlight=False)
-    ask_options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    origin = Source.of(source)
+    inputs = run_inputs(origin, stream)
+    with StreamDisplay(not quiet) as display:
+        session = load_cache(origin, stream, display) if origin.is_cache else open_video(origin, stream, display)
+        try:
+            if not origin.is_cache:
+                warnings = Warnings()
+                warnings.report(session)
+                session.stream(on_event=display)
+                warnings.report(session)
+        except BaseException:
+            session.close()
+            raise
+    try:
+        _converse(Chat(session, inputs, answer, saved_turns=len(session.state.turns)), origin)
+    finally:
+        session.close()
+
+
+def _converse(chat: Chat, origin: Source) -> None:
+    from infinipot.generation import check_sampling
+
+    check_sampling(chat.answer.max_new_tokens, chat.answer.temperature)
+    session = chat.session
+    console.note(f"chatting about {origin.name}: {format_seconds(session.state.stats.video_seconds)} of video, "
+                 f"{session.cache.visual_tokens:,} visual tokens cached. {HELP}.")
+    if session.state.turns:
+        console.note(f"resuming the {len(session.state.turns)} earlier turns saved in the cache")
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  line editing and history for input()
-    while (line := _read_line()) is not None:
+    while (line := _read_line(chat)) is not None:
         if not line:
             continue
         try:
             if line.startswith("/"):
-                if not _command(line, opened):
+                if not _command(line, chat):
                     break
                 continue
-            _turn(opened, line, ask_options)
+            _turn(chat, line)
         except InfinipotError as error:
-            err.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+            console.error_line(flagged(str(error)))
+    if chat.unsaved:
+        console.note(f"left without saving the last {chat.unsaved} turn(s); /save FILE before leaving keeps a "
+                     "conversation, and `infinipot chat FILE` resumes it")
 
 
-def _read_line() -> str | None:
-    """The next line typed, stripped; None at end of input or Ctrl-C at the prompt."""
-    try:
-        return input(PROMPT).strip()
-    except (EOFError, KeyboardInterrupt):
-        out.print()
-        return None
+def _read_line(chat: Chat) -> str | None:
+    """The next line typed, stripped; None to leave (Ctrl-D, or a second Ctrl-C in a row)."""
+    while True:
+        try:
+            line = input(PROMPT).strip()
+        except EOFError:
+            console.out().print()
+            return None
+        except KeyboardInterrupt as error:
+            if not by_user(error) or chat.interrupted:
+                console.out().print()
+                if not by_user(error):
+                    raise
+                return None
+            chat.interrupted = True
+            console.out().print()
+            console.note("(Ctrl-C again or Ctrl-D leaves; /save FILE keeps the conversation)")
+            continue
+        chat.interrupted = False
+        return line
 
 
-def _turn(opened: Opened, question: str, ask_options: dict) -> None:
+def _turn(chat: Chat, question: str) -> None:
+    out = console.out()
     out.print("[bold]A:[/bold] ", end="")
+    options = {"max_new_tokens": chat.answer.max_new_tokens, "temperature": chat.answer.temperature,
+               "seed": chat.answer.seed}
     try:
-        opened.session.chat(question, **ask_options,
-                            on_text=lambda piece: out.print(piece, end="", markup=False, highlight=False))
-    except KeyboardInterrupt:  # the turn is dropped from the cache; the conversation goes on
+        chat.session.chat(question, **options, on_text=lambda piece: out.print(piece, end="", markup=False))
+    except KeyboardInterrupt as error:  # the turn is dropped from the cache; the conversation goes on
+        if not by_user(error):
+            raise
         out.print()
-        err.print("[yellow]interrupted: this turn was dropped[/yellow]")
+        chat.interrupted = True
+        console.note("interrupted: this answer was dropped (Ctrl-C again at the prompt leaves)")
         return
     out.print()
 
 
-def _command(line: str, opened: Opened) -> bool:
+def _command(line: str, chat: Chat) -> bool:
     """Run a /command; False when the chat should end."""
     name, _, argument = line.partition(" ")
     argument = argument.strip()
-    session = opened.session
+    session = chat.session
     if name in ("/exit", "/quit"):
         return False
     if name == "/help":
-        err.print(HELP, highlight=False)
+        console.note(HELP)
     elif name == "/reset":
-        forgotten = len(session.turns)
+        forgotten = len(session.state.turns)
         session.reset()
-        err.print(f"back to the video alone ({forgotten} turns forgotten)", highlight=False)
+        chat.saved_turns = 0
+        console.note(f"back to the video alone ({forgotten} turns forgotten)")
     elif name == "/save":
         if not argument:
             raise InfinipotError("/save needs a file name: /save movie.ipv")
-        size = save_session(session, Path(argument).expanduser(), opened.provenance)
-        err.print(f"saved {argument} ({format_bytes(size)}, {len(session.turns)} turns)", highlight=False)
+        path = Path(argument).expanduser()
+        chat.inputs.check_output(path, "/save")
+        size = session.save(path)
+        chat.saved_turns = len(session.state.turns)
+        console.note(f"saved {argument} ({format_bytes(size)}, {len(session.state.turns)} turns)")
     else:
         raise InfinipotError(f"unknown command {name}: {HELP}")
     return True
