@@ -204,7 +204,8 @@ def _first_frame_shape(reader: decord.VideoReader, path: Path, frame_count: int)
             return decode_batch(reader, [index]).shape[1:3]
         except DECODE_ERRORS as err:
             log.debug("decord could not decode frame %d of %s: %s", index, path, err)
-    raise InfinipotError(f"cannot decode any frame of {path} — the file is damaged; re-create it")
+    raise InfinipotError(f"cannot decode any frame of {path} — it is damaged or not a video; check it plays,"
+                         " or convert it to mp4 (H.264)")
 
 
 def _frame_times(reader: decord.VideoReader, frame_count: int, native_fps: float) -> np.ndarray | None:

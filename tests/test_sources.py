@@ -299,13 +299,10 @@ def test_prefetched_holds_at_most_depth_plus_one_chunks(depth: int) -> None:
 def test_prefetched_overlaps_decoding_with_the_consumer() -> None:
     fake = CountingSource(total=10, decode_s=0.05)
     source = Prefetched(fake, depth=2)
-    started = time.perf_counter()
     for _ in source.chunks(2):
         time.sleep(0.05)  # the model takes as long as decoding
-    wall = time.perf_counter() - started
-    assert source.decode_s == pytest.approx(0.5, abs=0.25)
-    assert source.wait_s < 0.3  # it waited only for the first chunk, roughly
-    assert wall < 0.9  # sequential would be 1.0 s
+    assert source.decode_s >= 0.5  # ten chunks of 0.05 s, timed in the worker
+    assert source.wait_s < 0.5 * source.decode_s  # most decoding happened while the consumer worked
 
 
 def test_closing_mid_stream_stops_the_worker_within_a_second() -> None:
