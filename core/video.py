@@ -332,6 +332,15 @@ def plan_frames(
     if max_frames is not None:
         n = min(n, floor_to(max_frames))
 
+    indices, timestamps = _pick_frames(info, first, last, n, frame_multiple)
+    indices.flags.writeable = False
+    timestamps.flags.writeable = False
+    return FramePlan(indices, timestamps, float(fps), start_s, end_s)
+
+
+def _pick_frames(info: VideoInfo, first: int, last: int, n: int, frame_multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """n native frames of [first, last] and their times: evenly spaced indices, or instants for a VFR file."""
+    native = last - first + 1
     if native < frame_multiple:
         indices = np.concatenate([np.arange(first, last + 1), np.full(frame_multiple - native, last)])
     elif info.frame_times is None:
@@ -340,12 +349,8 @@ def plan_frames(
         indices = _nearest_frames(info.frame_times, first, last, n)
     indices = indices.astype(np.int64)  # [n]
     if info.frame_times is None:
-        timestamps = indices / info.native_fps  # [n] float64
-    else:
-        timestamps = info.frame_times[indices]  # [n] float64, a fresh copy
-    indices.flags.writeable = False
-    timestamps.flags.writeable = False
-    return FramePlan(indices, timestamps, float(fps), start_s, end_s)
+        return indices, indices / info.native_fps  # [n] float64
+    return indices, info.frame_times[indices]  # [n] float64, a fresh copy
 
 
 def iter_chunks(info: VideoInfo, plan: FramePlan, chunk_frames: int) -> Iterator[FrameChunk]:
