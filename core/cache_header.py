@@ -125,10 +125,10 @@ def _format_version(path: Path, raw: str | None) -> int:
 
 
 def _metadata(path: Path, outer: dict, version: int) -> dict:
-    from infinipot.fingerprints import sha256_hex
+    import hashlib  # not infinipot.fingerprints, which imports torch: reading a header needs no torch
 
     text = outer.get("infinipot", "")
-    if sha256_hex(text.encode()) != outer.get("infinipot_sha256"):
+    if hashlib.sha256(text.encode()).hexdigest() != outer.get("infinipot_sha256"):
         raise damaged(path, "its metadata does not match its checksum")
     try:
         meta = json.loads(text)
