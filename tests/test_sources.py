@@ -16,7 +16,7 @@ import pytest
 
 from infinipot.errors import InfinipotError
 from infinipot.sources import FileSource, FrameChunk, Prefetched, SourceInfo, is_live_spec, open_source
-from infinipot.sources import ffmpeg_process, file as file_mod
+from infinipot.sources import ffmpeg_process, tolerant
 from infinipot.synthetic import damage_video, square_box, write_test_video
 from infinipot.video import DECODE_ERRORS, probe
 
@@ -133,9 +133,27 @@ def test_damaged_file_through_the_decoding_thread_is_silent_too(damaged: Path, c
     expected = np.concatenate([c.timestamps for c in plain.chunks(8)])
     source = Prefetched(open_source(damaged, fps=4.0))
     times = np.concatenate([c.timestamps for c in source.chunks(8)])
-    np.testing.assert_array_equal(times, expected)
-    assert source.skipped_seconds == plain.skipped_seconds > 0 and len(source.warnings) == 1
+    # The frame touching the damage may decode (concealed) in one run and not in another: one pair at most.
+    assert len(np.setxor1d(times, expected)) <= 2
+    assert abs(source.skipped_seconds - plain.skipped_seconds) <= 0.5 and source.skipped_seconds > 0
+    assert len(source.warnings) == 1
     assert capfd.readouterr().err == ""
+
+
+def test_a_frame_that_fails_once_is_retried_on_a_fresh_reader(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """decord decodes ahead: an intact frame just before damage can fail once, then decode afresh."""
+    real, failed = tolerant.decode_batch, []
+
+    def flaky(reader, indices):
+        if len(indices) > 1 or (40 in indices and not failed):
+            failed.extend(indices if len(indices) == 1 else [])
+            raise DECODE_ERRORS[0]("read ahead into damage")
+        return real(reader, indices)
+
+    monkeypatch.setattr(tolerant, "decode_batch", flaky)
+    source = open_source(clip, fps=4.0, end=12.0)
+    frames = np.concatenate([c.frames for c in source.chunks(8)])
+    assert failed == [40] and len(frames) == 48 and source.skipped_seconds == 0 and source.warnings == []
 
 
 def test_file_without_any_readable_frame_is_refused(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +162,7 @@ def test_file_without_any_readable_frame_is_refused(clip: Path, monkeypatch: pyt
     def broken(reader, indices):
         raise DECODE_ERRORS[0]("bad data")
 
-    monkeypatch.setattr(file_mod, "decode_batch", broken)
+    monkeypatch.setattr(tolerant, "decode_batch", broken)
     with pytest.raises(InfinipotError) as err:
         list(source.chunks(8))
     assert_one_line(err, "no frame of", "decodes", "damaged")

@@ -1,7 +1,7 @@
 """Video files, read with decord: the frames planned by `infinipot.video`, decoded chunk by chunk.
 
 A file damaged in places still streams. When a chunk does not decode, its frames are decoded
-one by one; a temporal group (`frame_multiple` consecutive planned frames, the pair a Qwen
+one by one (`tolerant`); a temporal group (`frame_multiple` consecutive planned frames, the pair a Qwen
 vision tower encodes together) with any unreadable frame is dropped whole, so every chunk
 stays a multiple of the group and nothing is made up: repeating the last good frame over a
 damaged minute would tell the model the scene stood still. Timestamps and `end_seconds` stay
@@ -16,13 +16,13 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import decord
 import numpy as np
 
 from infinipot.errors import InfinipotError
 from infinipot.fingerprints import video_fingerprint
 from infinipot.sources.base import FrameChunk, SourceInfo
-from infinipot.video import DECODE_ERRORS, DECODER_THREADS, FramePlan, VideoInfo, decode_batch, open_reader, plan_frames, probe
+from infinipot.sources.tolerant import TolerantReader
+from infinipot.video import DECODER_THREADS, FramePlan, VideoInfo, plan_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,11 @@ class FileSource:
         plan, start = self.plan, self.info.start
         step = plan.seconds / plan.frames  # each sampled frame stands for this much video
         delivered, damaged = 0, []
-        reader = None
+        reader = TolerantReader(self.video.path, self.decoder_threads)
         try:
             for first in range(0, plan.frames, chunk_frames):
                 if self._closed:
                     return
-                if reader is None:
-                    reader = open_reader(self.video.path, self.decoder_threads)
                 positions = np.arange(first, min(first + chunk_frames, plan.frames))  # [c] plan positions
                 frames, kept = self._decode(reader, positions)  # [k, H, W, 3], [k]
                 if len(kept) < len(positions):
@@ -94,29 +92,16 @@ class FileSource:
                     f"skipped {self.skipped_seconds:.1f} s of damaged video in {self.video.path.name}"
                     f" (unreadable frames between {min(damaged):.1f} s and {max(damaged):.1f} s)")
 
-    def _decode(self, reader: decord.VideoReader, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _decode(self, reader: TolerantReader, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frames at plan `positions` that decode, and their positions; whole temporal groups only."""
-        indices = self.plan.indices[positions]  # [c] native frame indices
-        try:
-            return decode_batch(reader, indices), positions
-        except DECODE_ERRORS as err:
-            log.debug("chunk at frames %d-%d of %s did not decode (%s); decoding frame by frame",
-                      indices[0], indices[-1], self.video.path, err)
-        decoded: dict[int, np.ndarray | None] = {}
-        for index in indices.tolist():
-            if index not in decoded:
-                try:
-                    decoded[index] = decode_batch(reader, [index])[0]
-                except DECODE_ERRORS:
-                    decoded[index] = None
-        readable = np.array([decoded[index] is not None for index in indices.tolist()])  # [c]
-        groups = math.ceil(len(positions) / self.frame_multiple)
-        whole = np.array([readable[g * self.frame_multiple:(g + 1) * self.frame_multiple].all() for g in range(groups)])
-        keep = np.repeat(whole, self.frame_multiple)[: len(positions)]  # [c]
-        kept = positions[keep]
-        if not len(kept):
-            return np.empty((0, self.video.height, self.video.width, 3), np.uint8), kept
-        return np.stack([decoded[index] for index in indices[keep].tolist()]), kept
+        frames, readable = reader.read(self.plan.indices[positions])  # [r, H, W, 3], [c] bool
+        if readable.all():
+            return frames, positions
+        multiple = self.frame_multiple
+        groups = math.ceil(len(positions) / multiple)
+        whole = np.array([readable[g * multiple:(g + 1) * multiple].all() for g in range(groups)])  # [groups]
+        keep = np.repeat(whole, multiple)[: len(positions)]  # [c] bool, a subset of readable
+        return frames[keep[readable]], positions[keep]
 
     def close(self) -> None:
         """Stop before the next chunk (the reader lives inside `chunks` and goes with it)."""
