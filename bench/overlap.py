@@ -68,9 +68,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="video length (default 60)")
     parser.add_argument("--fps", type=float, default=1.0, help="sampling rate (default 1)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help=f"model frame size cap (default {MAX_PIXELS})")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"model frame size cap (default {MAX_PIXELS})")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="decoder threads, and model threads on a CPU (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="decoder threads, and model threads on a CPU (default 1)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts (default 3)")
     return parser.parse_args()
 

@@ -160,7 +160,8 @@ def decode_batch(reader: decord.VideoReader, indices: Sequence[int]) -> np.ndarr
 
 _NOT_REGULAR = [
     (stat.S_ISDIR, "is a directory", "pass a video file inside it"),
-    (stat.S_ISFIFO, "is a named pipe (FIFO), not a file", "pipe it in as a stream instead: '-' reads stdin (… - < FIFO)"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not a file",
+     "pipe it in as a stream instead: '-' reads stdin (… - < FIFO)"),
     (stat.S_ISSOCK, "is a socket, not a file", "pass a video file"),
     (stat.S_ISCHR, "is a device, not a file", "read a capture device as a live source (/dev/videoN)"),
     (stat.S_ISBLK, "is a block device, not a file", "pass a video file"),
@@ -182,7 +183,8 @@ def check_video_file(path: str | Path) -> Path:
     except FileNotFoundError:
         raise InfinipotError(f"video not found: {path} — check the path") from None
     except OSError as err:
-        raise InfinipotError(f"cannot read video path {path}: {err.strerror} — check the path and its permissions") from err
+        raise InfinipotError(
+            f"cannot read video path {path}: {err.strerror} — check the path and its permissions") from err
     for test, what, fix in _NOT_REGULAR:
         if test(mode):
             raise InfinipotError(f"video path {what}: {path} — {fix}")

@@ -1,10 +1,10 @@
 """Video files, read with decord: the frames planned by `infinipot.video`, decoded chunk by chunk.
 
 A file damaged in places still streams. When a chunk does not decode, its frames are decoded
-one by one (`tolerant`); a temporal group (`frame_multiple` consecutive planned frames, the pair a Qwen
-vision tower encodes together) with any unreadable frame is dropped whole, so every chunk
-stays a multiple of the group and nothing is made up: repeating the last good frame over a
-damaged minute would tell the model the scene stood still. Timestamps and `end_seconds` stay
+one by one (`tolerant`); a temporal group (`frame_multiple` consecutive planned frames, the
+pair a Qwen vision tower encodes together) with any unreadable frame is dropped whole, so every
+chunk stays a multiple of the group and nothing is made up: repeating the last good frame over
+a damaged minute would tell the model the scene stood still. Timestamps and `end_seconds` stay
 true, so the gap shows; `skipped_seconds` and a warning line say how much was lost. Only a
 file with no readable frame is refused.
 """
@@ -124,7 +124,8 @@ def open_file(path: str | Path, fps: float, start: float | None = None, end: flo
     video = probe(path)
     if duration is not None:
         if not (math.isfinite(duration) and duration > 0):
-            raise InfinipotError(f"duration must be a positive number of seconds, got {duration} — pass e.g. --duration 10m")
+            raise InfinipotError(
+                f"duration must be a positive number of seconds, got {duration} — pass e.g. --duration 10m")
         if end is not None:
             raise InfinipotError("pass either an end or a duration, not both — --end 60 or --duration 60")
         end = min(video.duration_s, (start or 0.0) + duration)

@@ -64,7 +64,8 @@ def _check_settings(fps: float, duration: float | None, max_frames: int | None, 
     if not (math.isfinite(fps) and fps > 0):
         raise InfinipotError(f"fps must be a positive number, got {fps} — pass e.g. --fps 1")
     if duration is not None and not (math.isfinite(duration) and duration > 0):
-        raise InfinipotError(f"duration must be a positive number of seconds, got {duration} — pass e.g. --duration 10m")
+        raise InfinipotError(
+            f"duration must be a positive number of seconds, got {duration} — pass e.g. --duration 10m")
     if max_frames is not None and max_frames < 1:
         raise InfinipotError(f"max_frames must be at least 1, got {max_frames} — pass e.g. --max-frames 600")
     if not (math.isfinite(stall_timeout) and stall_timeout > 0):
@@ -148,8 +149,9 @@ class LiveSource:
             try:
                 frame = self._process.next_frame(self.stall_timeout)
             except queue.Empty:
-                self._end("stall", f"{self.name}: no frame for {self.stall_timeout:g} s, the stream stalled; ended after"
-                          f" {self._seconds(len(frames)):.1f} s of video (wait longer with --stall-timeout)")
+                self._end("stall", f"{self.name}: no frame for {self.stall_timeout:g} s, the stream stalled;"
+                          f" ended after {self._seconds(len(frames)):.1f} s of video"
+                          " (wait longer with --stall-timeout)")
                 break
             if frame is None:
                 self._end_of_output(len(frames))

@@ -82,7 +82,8 @@ def _check_capture_device(path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        raise InfinipotError(f"capture device not found: {path} — check the camera is connected (ls /dev/video*)") from None
+        raise InfinipotError(
+            f"capture device not found: {path} — check the camera is connected (ls /dev/video*)") from None
     if not stat.S_ISCHR(mode):
         raise InfinipotError(f"{path} is not a capture device — pass a camera such as /dev/video0")
 
@@ -102,6 +103,7 @@ def input_protocols() -> frozenset[str]:
         listing = subprocess.run([find_ffmpeg(), "-hide_banner", "-protocols"], capture_output=True, text=True,
                                  timeout=15, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise InfinipotError(f"could not run ffmpeg to list what it reads ({err}) — check `ffmpeg -protocols` works") from err
+        raise InfinipotError(
+            f"could not run ffmpeg to list what it reads ({err}) — check `ffmpeg -protocols` works") from err
     section = listing.split("Input:", 1)[-1].split("Output:", 1)[0]
     return frozenset(word.strip().lower() for word in section.split() if word.strip())
