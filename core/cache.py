@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.cache_utils import Cache
 
 from infinipot.kv_buffer import BufferLayer
 from infinipot.layout import ChunkLayout, VisualLayout
+from infinipot.merging import merged_rows, time_order
 from infinipot.policies import LayerView, Policy
+from infinipot.policies.base import Selection
 from infinipot.positions import dense_positions
 from infinipot.rope import KeyRotator
 
@@ -140,9 +143,15 @@ class BudgetedCache:
             store.append(fresh)
 
     @torch.inference_mode()
-    def compress(self, policy: Policy, keep: int, plan, memory: dict) -> CompressionResult:
+    def compress(self, policy: Policy, keep: int, plan, memory: dict, rotator: KeyRotator | None = None,
+                 extras: Sequence[Mapping[str, Any]] | None = None) -> CompressionResult:
         """Keep at most `keep` tokens per layer and head: the policy's choice of visual tokens, with every
-        layer in view, plus the markers of the frames still present (docs/design.md, "Markers")."""
+        layer in view, plus the markers of the frames still present (docs/design.md, "Markers").
+
+        `extras` (one mapping per layer) are per-token values over the whole sequence, `[heads, seq]`
+        or tuples of them (a guidance prompt's attention); each view gets its visual tokens' share.
+        Tokens a merging policy builds are made with `rotator` and inserted in time order.
+        """
         before = self.visual_tokens
         if self.seq_length() != self.video_length:
             raise RuntimeError("compress() called with question tokens in the cache")
@@ -153,23 +162,61 @@ class BudgetedCache:
         # Per layer and head, the slots of the visual tokens (markers sit at other slots in each head).
         visual = [None if marker_count == 0 else (~layout.marker).nonzero()[:, 1].view(layout.heads, -1)
                   for layout in layouts]
-        views = [self._view(layer, layout, index, plan, slots) for index, (layer, layout, slots) in
-                 enumerate(zip(self.layers, layouts, visual))]
-        selections = policy.compress(views, keep - marker_room, memory)
+        views = [self._view(layer, layout, index, plan, slots, extras[index] if extras else None)
+                 for index, (layer, layout, slots) in enumerate(zip(self.layers, layouts, visual))]
+        results = policy.compress(views, keep - marker_room, memory)
+        selections = [result.kept if isinstance(result, Selection) else result for result in results]
+        merged = [self._merged(view, result, rotator) for view, result in zip(views, results)]
+        if len({kept.shape[1] + (0 if extra is None else extra[2].tokens)
+                for kept, extra in zip(selections, merged)}) != 1:
+            raise RuntimeError(f"policy {policy.name} kept different numbers of tokens in different layers")
         if marker_count:
             selections = self._with_markers(selections, layouts, visual, marker_room)
-        for layer, store, layout, kept in zip(self.layers, self.stores, layouts, selections):
+        for layer, store, layout, kept, extra in zip(self.layers, self.stores, layouts, selections, merged):
             layer.keep_rows(start, kept, self._scratch_for(layer, kept.numel()))
-            store.replace(layout.gather(kept.to(store.device)))
+            kept_layout = layout.gather(kept.to(store.device))
+            if extra is not None:
+                kept_layout = self._insert(layer, kept_layout, *extra)
+            store.replace(kept_layout)
         return CompressionResult(before=before, after=self.visual_tokens)
 
-    def _view(self, layer: BufferLayer, layout: VisualLayout, index: int, plan, slots) -> LayerView:
-        keys, values = layer.keys[0, :, self.prefix_len :], layer.values[0, :, self.prefix_len :]
+    def _view(self, layer: BufferLayer, layout: VisualLayout, index: int, plan, slots,
+              extras: Mapping[str, Any] | None) -> LayerView:
+        end = self.video_length
+
+        def visual_part(tensor: torch.Tensor) -> torch.Tensor:  # [heads, seq, ...] -> [heads, visual, ...]
+            part = tensor[:, self.prefix_len : end]
+            if slots is None:
+                return part
+            index_ = slots.to(part.device)
+            return part.gather(1, index_.view(*index_.shape, *([1] * (part.dim() - 2))).expand(
+                -1, -1, *part.shape[2:]))
+
         if slots is not None:  # policies see a frame's visual tokens only
-            keys = keys.gather(1, slots.unsqueeze(-1).expand(-1, -1, keys.shape[-1]))
-            values = values.gather(1, slots.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
             layout = layout.gather(slots)
-        return LayerView(keys, values, layout, index, self.num_layers, plan)
+        own = {name: tuple(visual_part(t) for t in value) if isinstance(value, tuple) else visual_part(value)
+               for name, value in (extras or {}).items()}
+        return LayerView(visual_part(layer.keys[0]), visual_part(layer.values[0]), layout, index, self.num_layers, plan, own)
+
+    @staticmethod
+    def _merged(view: LayerView, result, rotator: KeyRotator | None):
+        """Keys, values and layout of the tokens a Selection merges in (None when it merges none)."""
+        if not isinstance(result, Selection) or result.merged is None or result.merged.count == 0:
+            return None
+        if rotator is None:
+            raise RuntimeError("a merging policy needs the model's rotary geometry: set `merges` on the policy")
+        return merged_rows(view, result.merged, rotator)
+
+    def _insert(self, layer: BufferLayer, layout: VisualLayout, keys: torch.Tensor, values: torch.Tensor,
+                merged: VisualLayout) -> VisualLayout:
+        """Append merged rows after the kept ones, then move them to their place in time."""
+        layer.update(keys.unsqueeze(0), values.unsqueeze(0))
+        layout = layout.append(merged)
+        order = time_order(layout)
+        if order is None:
+            return layout
+        layer.keep_rows(self.prefix_len, order, self._scratch_for(layer, order.numel()))
+        return layout.gather(order)
 
     @staticmethod
     def _with_markers(selections: list[torch.Tensor], layouts: list[VisualLayout], visual: list[torch.Tensor],

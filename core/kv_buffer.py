@@ -81,10 +81,10 @@ class BufferLayer(DynamicLayer):
 
     @torch.inference_mode()
     def keep_rows(self, start: int, kept: torch.Tensor, scratch: torch.Tensor) -> None:
-        """Compact in place: of the tokens from `start`, keep `kept` (`[heads, keep]`, sorted) per head.
+        """Compact in place: of the tokens from `start`, keep `kept` (`[heads, keep]`, distinct) per head.
 
         Tokens before `start` (the prefix) stay; the kept ones move to start, start + 1, ... in
-        order, and the layer ends there. `scratch` is a reusable `[>= heads * keep, dim]` buffer:
+        the order given (sorted keeps cache order; a permutation reorders), and the layer ends there. `scratch` is a reusable `[>= heads * keep, dim]` buffer:
         rows are gathered into it and copied back, so nothing the size of the cache is allocated.
         """
         heads, keep = kept.shape

@@ -16,7 +16,7 @@ from infinipot.adapters.base import PositionState
 from infinipot.answer import Answer
 from infinipot.budget import BudgetPlan
 
-TIMINGS = ("decode_s", "decode_wait_s", "encode_s", "prefill_s", "compress_s")
+TIMINGS = ("decode_s", "decode_wait_s", "encode_s", "prefill_s", "compress_s", "guidance_s")
 
 
 @dataclass

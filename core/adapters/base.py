@@ -135,6 +135,11 @@ class Adapter(ABC):
         """Text tokens a chunk of `frames` frames brings besides its visual tokens (Qwen3-VL's timestamps)."""
         return 0
 
+    @classmethod
+    def marker_tokens_per_step(cls, config, processor) -> int:
+        """The most `marker_tokens` one temporal step brings, for the budget plan (no weights needed)."""
+        return 0
+
     @abstractmethod
     def question_ids(self, text: str, state: PositionState) -> torch.Tensor:
         """Token ids `[1, n]` that close the video and ask `text`, ending with the answer prompt."""
@@ -181,6 +186,28 @@ class Adapter(ABC):
                 ) -> torch.Tensor:
         """Run the language model over `embeds` into `cache`; return the last token's logits `[vocab]`."""
 
+    def guidance_attention(self, prompt: PromptParts, cache) -> list[torch.Tensor]:
+        """Per layer, how much `prompt`'s tokens attend to each cached token: `[kv_heads, cached]` float32.
+
+        The prompt is run over `cache` like a question (its tokens are appended: the caller
+        truncates them), and at every layer the softmax attention of its post-RoPE queries over
+        all keys (causal among the prompt's own tokens) is averaged over the prompt's tokens and
+        over the query heads that share each KV head (docs/design.md, "Policies"). The queries
+        are recomputed in a forward hook from the attention module's own input, projection,
+        optional q_norm and rotary embedding, so the fast attention kernels stay in use; a test
+        checks the result against transformers' eager attention weights.
+        """
+        layers = self.model.model.language_model.layers
+        captured: dict[int, torch.Tensor] = {}
+        handles = [layer.self_attn.register_forward_hook(_attention_catcher(cache, captured), with_kwargs=True)
+                   for layer in layers]
+        try:
+            self.forward(self.embed_ids(prompt.ids), prompt.positions, cache)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[index] for index in range(len(layers))]
+
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     """Bytes one cached token costs across all layers and KV heads (keys and values)."""
@@ -188,3 +215,29 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     itemsize = torch.empty((), dtype=dtype).element_size()
     return text.num_hidden_layers * text.num_key_value_heads * head_dim * 2 * itemsize
+
+
+def _attention_catcher(cache, captured: dict[int, torch.Tensor]):
+    """A forward hook for an attention module that stores its prompt's mean attention per KV head."""
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # [1, new, hidden]
+        cos, sin = kwargs["position_embeddings"]  # [1, new, head_dim]
+        batch, new, _ = hidden.shape
+        query = module.q_proj(hidden).view(batch, new, -1, module.head_dim)
+        if getattr(module, "q_norm", None) is not None:  # Qwen3: RMS norm per head before RoPE
+            query = module.q_norm(query)
+        query = query.transpose(1, 2).float()  # [1, heads, new, dim]
+        half = query.shape[-1] // 2
+        turned = torch.cat((-query[..., half:], query[..., :half]), dim=-1)
+        query = query * cos.unsqueeze(1).float() + turned * sin.unsqueeze(1).float()
+        keys = cache.layers[module.layer_idx].keys.float()  # [1, kv_heads, cached + new, dim]
+        kv_heads, length = keys.shape[1], keys.shape[2]
+        grouped = query.view(kv_heads, -1, new, query.shape[-1])  # [kv_heads, group, new, dim]
+        logits = grouped @ keys[0].unsqueeze(1).transpose(-1, -2) * module.scaling  # [kv, group, new, length]
+        first = length - new  # the prompt's own tokens: causal among themselves
+        future = torch.arange(length, device=keys.device) > (torch.arange(new, device=keys.device) + first)[:, None]
+        weights = logits.masked_fill(future, float("-inf")).softmax(dim=-1)
+        captured[module.layer_idx] = weights.mean(dim=(1, 2))  # [kv_heads, length]
+
+    return hook

@@ -8,6 +8,14 @@ pooling calibrates across layers) overrides `compress` instead (docs/design.md, 
 
 `memory` is a small JSON-able dict the stream keeps for the policy across compressions and
 saves with the cache (calibrated thresholds, pool sizes): the policy itself holds no state.
+
+What a policy may ask of the engine beyond keys and values (docs/design.md, "Policies"):
+- `guidance()`: prompts the engine runs over the cache before each compression (without keeping
+  them); their attention over the cached visual tokens arrives in `LayerView.extras["guidance"]`.
+- `compress` may return a `Selection` per layer instead of kept indices: the kept tokens plus
+  `MergedTokens`, new tokens the cache builds as weighted sums of cached ones (a summary, a frame
+  prototype), marked `merged` in the layout and counted in the budget. Such a policy sets
+  `merges`, so the engine has the model's rotary geometry at hand to turn their keys.
 """
 
 from __future__ import annotations
@@ -42,12 +50,44 @@ class LayerView:
 
 
 @dataclass(frozen=True)
+class MergedTokens:
+    """New tokens made from cached ones: key and value are weighted sums of their sources' (docs/design.md, "Policies").
+
+    Every source key is first turned from its own rotary position to `position` (exact: RoPE is a
+    rotation), so a merged key is a key made at `position`. Weights of a token sum to 1; padding
+    sources carry weight 0.
+    """
+
+    sources: torch.Tensor  # [heads, merged, sources] long: token indices of the layer view
+    weights: torch.Tensor  # [heads, merged, sources] float
+    position: torch.Tensor  # [heads, merged, axes] long: where each merged key is made
+    frame: torch.Tensor  # [heads, merged] long: the frame it stands for; -1 for several
+
+    @property
+    def count(self) -> int:
+        return self.sources.shape[1]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One layer's compression by a merging policy: the cached tokens kept, and the tokens merged in."""
+
+    kept: torch.Tensor  # [heads, keep - merged] long, sorted and unique per head
+    merged: MergedTokens | None = None
+
+    @property
+    def count(self) -> int:
+        return self.kept.shape[1] + (self.merged.count if self.merged is not None else 0)
+
+
+@dataclass(frozen=True)
 class Policy:
     """Base class: subclasses set `name` and `summary`, declare knobs as fields, and write `select`."""
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for --help, the README and `infinipot presets`
     compresses: ClassVar[bool] = True
+    merges: ClassVar[bool] = False  # compress may return Selections holding MergedTokens
 
     @classmethod
     def knobs(cls) -> dict[str, Any]:
@@ -69,8 +109,13 @@ class Policy:
     def check(self, plan: BudgetPlan) -> None:
         """Raise InfinipotError when this policy cannot work with `plan` (no weights needed)."""
 
-    def compress(self, layers: Sequence[LayerView], keep: int, memory: dict) -> list[torch.Tensor]:
-        """Kept token indices per layer, `[heads, keep]` each, sorted and unique per head."""
+    def guidance(self) -> tuple[str, ...]:
+        """Prompts (question texts; "" is the chat template's answer turn alone) whose attention this policy needs."""
+        return ()
+
+    def compress(self, layers: Sequence[LayerView], keep: int, memory: dict) -> list[torch.Tensor | Selection]:
+        """Per layer: kept token indices `[heads, keep]` (sorted, unique per head), or a `Selection` whose
+        kept tokens and merged tokens together number `keep` per head (a merging policy)."""
         return [self.select(layer, keep, memory) for layer in layers]
 
     def select(self, layer: LayerView, keep: int, memory: dict) -> torch.Tensor:  # [heads, keep] long
