@@ -32,15 +32,24 @@ class BudgetPlan:
     frame_multiple: int  # video frames per temporal step
     chunk_steps: int  # temporal steps encoded and prefilled at a time
     compress: bool  # False for a policy that never compresses
+    # Text tokens a step may bring besides its visual tokens, at most (Qwen3-VL's timestamps;
+    # docs/design.md, "Markers"): counted by the budget like any cached token.
+    marker_tokens_per_step: int = 0
 
     @property
     def tokens_per_step(self) -> int:
+        """Visual tokens of one temporal step."""
         return self.grid[0] * self.grid[1]
+
+    @property
+    def cached_per_step(self) -> int:
+        """Cache slots one temporal step may take: its visual tokens and its markers."""
+        return self.tokens_per_step + self.marker_tokens_per_step
 
     @property
     def budget_steps(self) -> int:
         """Temporal steps the budget holds whole."""
-        return self.budget_tokens // self.tokens_per_step
+        return self.budget_tokens // self.cached_per_step
 
     @property
     def chunk_frames(self) -> int:
@@ -65,12 +74,13 @@ def smallest_budget(tokens_per_step: int, keep_ratio: float) -> int:
 
 
 def plan_budget(policy: Policy, budget_tokens: int, keep_ratio: float, chunk_frames: int,
-                grid: tuple[int, int], frame_multiple: int) -> BudgetPlan:
+                grid: tuple[int, int], frame_multiple: int, marker_tokens_per_step: int = 0) -> BudgetPlan:
     """Choose the chunk size, or explain in one line why the settings cannot work for this video."""
-    tokens = grid[0] * grid[1]
+    tokens = grid[0] * grid[1] + marker_tokens_per_step
     steps_wanted = max(1, chunk_frames // frame_multiple)
     if not policy.compresses:
-        return BudgetPlan(budget_tokens, budget_tokens, grid, frame_multiple, steps_wanted, compress=False)
+        return BudgetPlan(budget_tokens, budget_tokens, grid, frame_multiple, steps_wanted, compress=False,
+                          marker_tokens_per_step=marker_tokens_per_step)
     keep = keep_tokens(budget_tokens, keep_ratio)
     room = budget_tokens - keep  # tokens a chunk may add before the cache must be compressed again
     if room < tokens:
@@ -83,7 +93,8 @@ def plan_budget(policy: Policy, budget_tokens: int, keep_ratio: float, chunk_fra
             f"the budget leaves room for {room} new tokens after each compression but one frame holds "
             f"{tokens}: raise `budget` to at least {smallest_budget(tokens, keep_ratio)} or lower `keep_ratio`"
         )
-    plan = BudgetPlan(budget_tokens, keep, grid, frame_multiple, min(steps_wanted, room // tokens), compress=True)
+    plan = BudgetPlan(budget_tokens, keep, grid, frame_multiple, min(steps_wanted, room // tokens), compress=True,
+                      marker_tokens_per_step=marker_tokens_per_step)
     policy.check(plan)
     return plan
 

@@ -23,7 +23,6 @@ from infinipot.layout import ChunkLayout, VisualLayout
 from infinipot.merging import merged_rows, time_order
 from infinipot.policies import LayerView, Policy
 from infinipot.policies.base import Selection
-from infinipot.positions import dense_positions
 from infinipot.rope import KeyRotator
 
 LAYOUT_FIELDS = ("frame", "row", "col", "position", "merged", "marker")
@@ -164,7 +163,9 @@ class BudgetedCache:
                   for layout in layouts]
         views = [self._view(layer, layout, index, plan, slots, extras[index] if extras else None)
                  for index, (layer, layout, slots) in enumerate(zip(self.layers, layouts, visual))]
-        results = policy.compress(views, keep - marker_room, memory)
+        # Markers may take more of the cache than their share of what is kept: never ask for more visual tokens
+        # than there are.
+        results = policy.compress(views, min(keep - marker_room, layouts[0].tokens - marker_count), memory)
         selections = [result.kept if isinstance(result, Selection) else result for result in results]
         merged = [self._merged(view, result, rotator) for view, result in zip(views, results)]
         if len({kept.shape[1] + (0 if extra is None else extra[2].tokens)
@@ -258,7 +259,7 @@ class BudgetedCache:
 
     @torch.inference_mode()
     def compact(self, rotator: KeyRotator) -> int:
-        """Renumber every layer's kept visual tokens densely, turn their keys; return the next free position.
+        """Renumber every layer's kept visual tokens compactly, turn their keys; return the next free position.
 
         The prefix holds positions 0 .. prefix_len - 1 in every family, so the video restarts at
         prefix_len (docs/design.md, "Positions").
@@ -266,7 +267,7 @@ class BudgetedCache:
         start = next_start = self.prefix_len
         for layer, store in zip(self.layers, self.stores):
             layout = store.view
-            dense = dense_positions(layout.position, start)  # [heads, visual, axes]
+            dense = rotator.renumber(layout.position, start)  # [heads, visual, axes], the family's rule
             visual = layer.keys[0, :, start:]  # [heads, visual, head_dim], a view of the buffer
             visual.copy_(rotator.rotate(visual, layout.position, dense))
             store.replace(dataclasses.replace(layout, position=dense))

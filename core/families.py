@@ -43,6 +43,8 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
            "infinipot.tiny:build_tiny_qwen2_5_vl", "tiny"),
     Family("qwen2_vl", "Qwen2-VL", "infinipot.adapters.qwen:Qwen2VLAdapter",
            "infinipot.tiny:build_tiny_qwen2_vl", "tiny-qwen2-vl"),
+    Family("qwen3_vl", "Qwen3-VL", "infinipot.adapters.qwen3_vl:Qwen3VLAdapter",
+           "infinipot.tiny_qwen3_vl:build_tiny_qwen3_vl", "tiny-qwen3-vl"),
     Family("llava_onevision", "LLaVA-OneVision", "infinipot.adapters.llava:OneVisionAdapter",
            "infinipot.tiny:build_tiny_llava_onevision", "tiny-llava-onevision"),
     Family("llava_next_video", "LLaVA-NeXT-Video", "infinipot.adapters.llava:NextVideoAdapter",

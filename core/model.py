@@ -37,6 +37,7 @@ class Geometry:
     position_axes: int
     default_positions: str
     window: int | None  # max_position_embeddings: the positions the model was trained on
+    marker_tokens_per_step: int = 0  # text a temporal step may bring besides its visual tokens, at most
 
 
 def resolve_device(device: str):
@@ -117,7 +118,8 @@ class Model:
         grid = cls.token_grid(config, self.processor, height, width, settings.min_pixels, settings.max_pixels)
         return Geometry(grid, cls.frame_multiple(config, self.processor),
                         kv_bytes_per_token(config, getattr(torch, settings.dtype)), cls.position_axes,
-                        cls.default_positions, getattr(config.get_text_config(), "max_position_embeddings", None))
+                        cls.default_positions, getattr(config.get_text_config(), "max_position_embeddings", None),
+                        cls.marker_tokens_per_step(config, self.processor))
 
     @property
     def loaded(self) -> bool:

@@ -9,8 +9,13 @@ start, start + 1, ... where equal values stay equal; the other axes keep their v
 - M-RoPE: all tokens of one temporal step share a temporal id, so the kept steps get
   consecutive temporal ids while rows and columns keep theirs (they are bounded by the frame
   grid already, and keep the frame's spatial structure the model was trained on).
+- M-RoPE whose row and column ids start at the temporal id (Qwen3-VL, `packed_positions`): each
+  run of tokens sharing a temporal id (one text token, or what a head kept of one patch) moves,
+  all axes together, to start one past the largest id of the run before it. A patch keeps its
+  (t, t + row, t + col) shape and the text after it follows its largest id, as in training, so an
+  uncompressed stream is left exactly where it was.
 The cache turns its keys to the new positions (BudgetedCache.compact, infinipot.rope) and the
-adapter continues the stream one past the largest axis-0 position left.
+adapter continues the stream one past the largest position left.
 """
 
 from __future__ import annotations
@@ -35,6 +40,26 @@ def dense_positions(position: torch.Tensor, start: int) -> torch.Tensor:
     dense = position.clone()
     dense[..., 0] = rank + start
     return dense
+
+
+def packed_positions(position: torch.Tensor, start: int) -> torch.Tensor:
+    """Runs of equal axis 0 moved on every axis, each to start one past the previous run's largest id.
+
+    position: [heads, tokens, axes] long, axis 0 non-decreasing along tokens (cache order), every
+    axis at least axis 0 (Qwen3-VL: text (p, p, p), a patch (t, t + row, t + col)).
+    """
+    heads, tokens = position.shape[:2]
+    if tokens == 0:
+        return position.clone()
+    first = position[..., 0]  # [heads, tokens]
+    starts_run = torch.ones_like(first, dtype=torch.bool)
+    starts_run[:, 1:] = first[:, 1:] != first[:, :-1]
+    run = starts_run.long().cumsum(dim=-1) - 1  # [heads, tokens]: which run of its head a token is in
+    reach = position.max(dim=-1).values - first  # how far past its temporal id a token's ids go
+    extent = torch.zeros_like(first).scatter_reduce(1, run, reach, reduce="amax")  # [heads, runs (padded)]
+    width = extent + 1
+    run_start = width.cumsum(dim=-1) - width + start
+    return position + (run_start.gather(1, run) - first).unsqueeze(-1)
 
 
 def largest_foreseen(mode: str, compresses: bool, axes: int, empty_end: int, full_end: int | None,

@@ -24,10 +24,27 @@ from dataclasses import dataclass
 import torch
 
 from infinipot.errors import InfinipotError
+from infinipot.positions import dense_positions, packed_positions
 
 # Rope types whose frequencies change with the sequence length: a stored key's angle cannot be
 # recomputed from its position alone, so its re-rotation would not be exact.
 LENGTH_DEPENDENT_ROPE_TYPES = ("dynamic", "longrope")
+
+
+def _frequency_axes(rotary: torch.nn.Module, half: int, axes: int) -> torch.Tensor | None:
+    """The axis driving each frequency, as the model's own recomposition lays them out; None if it has none.
+
+    Each axis' frequency table is filled with its axis number and the model recomposes them.
+    """
+    recompose = getattr(rotary, "recomposition_frequencies", None)
+    if recompose is None:
+        return None
+    probe = torch.arange(axes, dtype=torch.float32).view(axes, 1, 1, 1).expand(axes, 1, 1, half).clone()
+    owners = recompose(probe)[0, 0, :half].round().long()  # [half]; the second half repeats the first
+    if owners.shape[0] != half or owners.min() < 0 or owners.max() >= axes:
+        raise InfinipotError("cannot tell which M-RoPE axis drives each rotary frequency of this model: "
+                             "use `positions` original")
+    return owners
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -42,6 +59,7 @@ class KeyRotator:
 
     inv_freq: torch.Tensor  # [half] float32, exactly the model's buffer
     freq_axis: torch.Tensor  # [half] long: the position axis that drives each frequency
+    interleaved: bool = False  # Qwen3-VL's M-RoPE: row and column ids start at the temporal id
 
     @classmethod
     def from_rotary_embedding(cls, rotary: torch.nn.Module, axes: int) -> KeyRotator:
@@ -65,9 +83,16 @@ class KeyRotator:
                 f"the model's M-RoPE sections {section} do not cover its {half} rotary frequencies: "
                 "use `positions` original"
             )
-        # transformers assigns section i to axis i % 3 (freq.split(mrope_section) then m[i % 3]).
-        owners = torch.tensor([index % axes for index in range(len(section))], dtype=torch.long)
-        return cls(inv_freq, owners.repeat_interleave(torch.tensor(section)))
+        freq_axis = _frequency_axes(rotary, half, axes)
+        if freq_axis is None:  # transformers assigns section i to axis i % 3 (freq.split(mrope_section), m[i % 3])
+            owners = torch.tensor([index % axes for index in range(len(section))], dtype=torch.long)
+            freq_axis = owners.repeat_interleave(torch.tensor(section))
+        # Chunked sections never step back to an earlier axis; interleaved ones do at every cycle.
+        return cls(inv_freq, freq_axis, interleaved=bool((freq_axis.diff() < 0).any()))
+
+    def renumber(self, position: torch.Tensor, start: int) -> torch.Tensor:
+        """Compact positions for the kept tokens, from `start` (docs/design.md, "Positions"). [heads, tokens, axes]"""
+        return packed_positions(position, start) if self.interleaved else dense_positions(position, start)
 
     def angles(self, positions: torch.Tensor) -> torch.Tensor:
         """The model's own float32 angles, as float64, on the positions' device. [..., axes] long -> [..., half]"""

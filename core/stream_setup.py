@@ -41,7 +41,7 @@ def plan_stream(settings: Settings, policy: Policy, model: Model, source: Source
     geometry = geometry_of(height, width)
     budget = parse_budget(settings.budget, geometry.kv_bytes_per_token)
     plan = plan_budget(policy, budget, settings.keep_ratio, settings.chunk_frames, geometry.grid,
-                       geometry.frame_multiple)
+                       geometry.frame_multiple, geometry.marker_tokens_per_step)
     mode = settings.positions or geometry.default_positions
     sample_fps = source.sample_fps if source is not None else settings.fps
     setup = StreamSetup(settings, plan, geometry, mode, source, sample_fps)
@@ -83,7 +83,7 @@ def start_stream(setup: StreamSetup, adapter, policy: Policy):
     text_config = adapter.text_config
     capacity = prefix.ids.shape[1] + plan.budget_tokens + TEXT_ROOM
     if not plan.compress and source is not None and source.frames_total:
-        capacity = prefix.ids.shape[1] + source.frames_total // plan.frame_multiple * plan.tokens_per_step + TEXT_ROOM
+        capacity = prefix.ids.shape[1] + source.frames_total // plan.frame_multiple * plan.cached_per_step + TEXT_ROOM
     cache = BudgetedCache(text_config.num_hidden_layers, text_config.num_key_value_heads, adapter.position_axes,
                           capacity)
     streamer = Streamer(adapter, cache, state, policy)

@@ -10,6 +10,12 @@ video (docs/design.md, "Positions"):
   position P gives token (t, row, col) the ids (P + floor(t * interval), P + row, P + col),
   interval = tokens_per_second * temporal_patch / fps in float32 (1 for Qwen2-VL); the text
   after the video resumes at the largest id so far + 1.
+- Qwen3-VL: the prompt as Qwen's processor builds it (the template's vision-start, video pad,
+  vision-end replaced whole by `<t seconds><|vision_start|> patch <|vision_end|>` per temporal
+  patch; transformers 5.24's processor keeps an outer vision-start/end pair the model was not
+  trained with, so the bare pad is passed). Text tokens count up on all three axes; a patch
+  starting at P gives token (row, col) the ids (P, P + row, P + col) and the text after it
+  resumes at P + max(rows, cols), one past the patch's largest id. Frames are sized per frame.
 - LLaVA families (1-D RoPE): 0, 1, 2, ... over the whole prompt.
 """
 
@@ -34,6 +40,11 @@ def one_shot_inputs(model, frames: np.ndarray, sample_fps: float, question: str 
     kwargs = {"do_sample_frames": False}
     if model.settings.family.startswith("qwen"):
         kwargs["cap_pixels_per_frame"] = False
+    if model.settings.family == "qwen3_vl":
+        text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+        size = processor.video_processor.size  # per frame; the processor applies it to the clip
+        low, high = model.settings.min_pixels or size["shortest_edge"], model.settings.max_pixels or size["longest_edge"]
+        kwargs["size"] = {"shortest_edge": len(frames) * low, "longest_edge": len(frames) * high}
     return processor(text=[text], videos=[frames], video_metadata=[metadata], return_tensors="pt", **kwargs)
 
 
@@ -67,13 +78,36 @@ def qwen_positions(config, input_ids: torch.Tensor, grid_thw: torch.Tensor, merg
     return torch.tensor(out, dtype=torch.long).T.unsqueeze(1)
 
 
+def qwen3_vl_positions(input_ids: torch.Tensor, token_types: torch.Tensor, grid_thw: torch.Tensor, merge: int
+                       ) -> torch.Tensor:  # [3, 1, tokens]
+    """The Qwen3-VL rule, token by token: every run of video tokens is one temporal patch."""
+    rows, cols = int(grid_thw[1]) // merge, int(grid_thw[2]) // merge
+    types = token_types[0].tolist()
+    out, next_text, index = [], 0, 0
+    while index < len(types):
+        if types[index] == 0:
+            out.append((next_text,) * 3)
+            next_text += 1
+            index += 1
+            continue
+        assert types[index : index + rows * cols] == [2] * (rows * cols), "a patch's video tokens are one run"
+        for cell in range(rows * cols):
+            out.append((next_text, next_text + cell // cols, next_text + cell % cols))
+        index += rows * cols
+        next_text += max(rows, cols)
+    return torch.tensor(out, dtype=torch.long).T.unsqueeze(1)
+
+
 def reference_positions(model, inputs, sample_fps: float, extra_text: int = 0) -> torch.Tensor:
     """Training-rule positions of the processor's prompt, plus `extra_text` text tokens appended after it."""
     config = model.config
     ids = inputs["input_ids"]
     if config.model_type.startswith("qwen"):
         merge = model.processor.video_processor.merge_size
-        positions = qwen_positions(config, ids, inputs["video_grid_thw"][0], merge, sample_fps)
+        if config.model_type == "qwen3_vl":
+            positions = qwen3_vl_positions(ids, inputs["mm_token_type_ids"], inputs["video_grid_thw"][0], merge)
+        else:
+            positions = qwen_positions(config, ids, inputs["video_grid_thw"][0], merge, sample_fps)
         last = int(positions.max())
         tail = torch.arange(last + 1, last + 1 + extra_text).view(1, 1, -1).expand(3, 1, -1)
         return torch.cat([positions, tail], dim=2)
