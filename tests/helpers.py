@@ -11,7 +11,8 @@ from infinipot.session import Session
 ALL_FAMILIES = list(FAMILIES)
 QWEN_FAMILIES = [name for name in ALL_FAMILIES if name.startswith("qwen")]
 LLAVA_FAMILIES = [name for name in ALL_FAMILIES if name.startswith("llava")]
-TOKENS_PER_STEP = {"qwen2_5_vl": 12, "qwen2_vl": 12, "llava_onevision": 9, "llava_next_video": 16}  # at 84x112
+TOKENS_PER_STEP = {"qwen2_5_vl": 12, "qwen2_vl": 12, "qwen3_vl": 12, "llava_onevision": 9,  # visual, at 84x112
+                   "llava_next_video": 16}
 
 
 def frames(count: int, seed: int = 0, height: int = 84, width: int = 112) -> np.ndarray:
