@@ -29,10 +29,11 @@ def merged_rows(view: LayerView, merged: MergedTokens, rotator: KeyRotator
 
     old = pick(view.layout.position.to(view.keys.device))  # [heads, count, sources, axes]
     new = merged.position.to(old.device).unsqueeze(2).expand_as(old)
-    turned = rotator.rotate(pick(view.keys), old, new).float()  # [heads, count, sources, dim]
-    weights = merged.weights.to(view.keys.device, torch.float32).unsqueeze(-1)  # [heads, count, sources, 1]
+    work = torch.promote_types(view.keys.dtype, torch.float32)  # sums in at least float32
+    turned = rotator.rotate(pick(view.keys), old, new).to(work)  # [heads, count, sources, dim]
+    weights = merged.weights.to(view.keys.device, work).unsqueeze(-1)  # [heads, count, sources, 1]
     keys = (turned * weights).sum(dim=2).to(view.keys.dtype)
-    values = (pick(view.values).float() * weights).sum(dim=2).to(view.values.dtype)
+    values = (pick(view.values).to(work) * weights).sum(dim=2).to(view.values.dtype)
     device = view.layout.frame.device
     layout = VisualLayout(
         frame=merged.frame.to(device),

@@ -104,7 +104,8 @@ class Streamer:
         stats.compressions += 1
         stats.tokens_evicted += result.before - result.after
         stats.timings["compress_s"] += end - start
-        stats.timings["guidance_s"] += start - guided
+        if extras is not None:  # only a policy that asks for guidance pays for it
+            stats.timings["guidance_s"] += start - guided
         work = stats.timings["encode_s"] + stats.timings["prefill_s"]
         stats.cycles.append((end - guided, work - self._work_at_last_compression))
         self._work_at_last_compression = work

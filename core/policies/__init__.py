@@ -10,11 +10,16 @@ from typing import Any
 from infinipot.errors import InfinipotError
 from infinipot.policies.base import LayerView, Policy
 from infinipot.policies.baselines import Full, Recent, Uniform
+from infinipot.policies.hermes import Hermes
 from infinipot.policies.infinipot import Infinipot
+from infinipot.policies.sink import Sink
+from infinipot.policies.streammem import StreamMem
 from infinipot.policies.tar import Tar
 from infinipot.policies.van import Van
+from infinipot.policies.whole_frames import RecentWholeFrames
 
-POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (Full, Recent, Uniform, Tar, Van, Infinipot)}
+POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (
+    Full, Recent, Uniform, Tar, Van, Infinipot, RecentWholeFrames, Sink, Hermes, StreamMem)}
 POLICY_NAMES: tuple[str, ...] = tuple(POLICIES)
 
 
