@@ -38,7 +38,8 @@ class Batch:
 def ask_command(
     source: Annotated[str, typer.Argument(
         metavar="VIDEO|CACHE", help="Video file or stream (a URL, - for stdin) to stream, or a cache written by "
-        "`infinipot compress`.", show_default=False)],
+        "`infinipot compress` (answered with its own model unless --preset or --model says otherwise).",
+        show_default=False)],
     questions: Annotated[list[str] | None, typer.Argument(
         metavar="QUESTION", help="One or more questions (or use --questions FILE).", show_default=False)] = None,
     questions_file: Annotated[Path | None, typer.Option(

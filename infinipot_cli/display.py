@@ -25,10 +25,14 @@ _BARS = (24, 12, 0)
 
 @dataclass
 class RateMeter:
-    """Frames per second the stream sustains: each chunk's rate, exponentially weighted."""
+    """The pace the stream sustains: seconds per frame of each chunk, exponentially weighted.
+
+    Seconds per frame (not frames per second) are averaged, so a few cheap early chunks (before
+    the budget fills and compressions begin) fade out as fast as they should.
+    """
 
     weight: float = 0.3  # of the newest chunk
-    rate: float | None = None
+    seconds_per_frame: float | None = None
     _last: tuple[int, float] | None = None
 
     def update(self, frames_done: int, now: float) -> None:
@@ -37,12 +41,12 @@ class RateMeter:
             frames, seconds = frames_done - self._last[0], now - self._last[1]
             if frames <= 0 or seconds <= 0:
                 return
-            current = frames / seconds
-            self.rate = current if self.rate is None else self.weight * current + (1 - self.weight) * self.rate
+            pace, previous = seconds / frames, self.seconds_per_frame
+            self.seconds_per_frame = pace if previous is None else self.weight * pace + (1 - self.weight) * previous
         self._last = (frames_done, now)
 
     def eta(self, frames_left: int) -> float | None:
-        return frames_left / self.rate if self.rate else None
+        return frames_left * self.seconds_per_frame if self.seconds_per_frame is not None else None
 
 
 @dataclass(frozen=True)

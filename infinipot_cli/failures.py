@@ -99,8 +99,28 @@ class InfinipotCommand(TyperCommand):
         return super().get_help(ctx)
 
 
+class _Stopped(Exception):
+    """An interrupt carried past Typer, which would turn it into a silent exit 130 whatever the signal."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__()
+        self.interrupt = interrupt
+
+
 class InfinipotGroup(TyperGroup):
     """The `infinipot` group: usage errors, interrupts and broken pipes as described above."""
+
+    def make_context(self, *args: Any, **kwargs: Any):
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(interrupt) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(interrupt) from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra: Any):
         try:
@@ -111,9 +131,9 @@ class InfinipotGroup(TyperGroup):
             else:
                 console.error_line(_usage_line(error))
             code = error.exit_code
-        except (typer.Abort, KeyboardInterrupt) as error:
+        except (typer.Abort, KeyboardInterrupt, _Stopped) as error:
             say_interrupted()
-            code = interrupt_code(error)
+            code = interrupt_code(getattr(error, "interrupt", error))
         except BrokenPipeError:
             quiet_stdout()
             code = BROKEN_PIPE_EXIT

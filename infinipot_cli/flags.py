@@ -71,8 +71,8 @@ def _key_values(items: list[str] | None) -> list[str] | None:
 
 
 STREAM_FLAGS: tuple[Flag, ...] = (
-    Flag("preset", "--preset", str, "Preset name (see `infinipot presets`) or a YAML file. Default: qwen2.5-vl-7b "
-         "for a video; a cache uses its own.", metavar="NAME|FILE", target=""),
+    Flag("preset", "--preset", str, "Preset name (see `infinipot presets`) or a YAML file (default: "
+         "qwen2.5-vl-7b).", metavar="NAME|FILE", target=""),
     Flag("model", "--model", str, "Load this local model folder or hub id instead of the preset's, with the "
          "preset's other settings.", "model", "PATH_OR_ID"),
     Flag("budget", "--budget", str, "Visual-token budget M: tokens (6000, 6k) or memory (2GiB, 512MB).", "budget",

@@ -56,3 +56,25 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def until_eos(token_ids: list[int], eos: set[int]) -> list[int]:
     """The generated ids before the first stop token."""
     return token_ids[: next((i for i, token in enumerate(token_ids) if token in eos), len(token_ids))]
+
+
+# --- the CLI (added for the CLI tests) ----------------------------------------------------------
+TINY_CLI = ("--preset", "tiny", "--budget", "96", "--device", "cpu")  # the 20-s video then compresses once
+
+
+def invoke_json(*args, env: dict | None = None, input: str | None = None) -> dict:
+    """Run the CLI with --json and return the parsed object (failing the test on a non-zero exit)."""
+    import json
+
+    result = invoke(*args, "--json", env=env, input=input)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def run_infinipot(*args, **popen) -> "subprocess.Popen":
+    """Start the installed `infinipot` entry point in a child process (signals, pipes, imports)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from infinipot_cli.app import main; sys.argv[0] = 'infinipot'; main()"
+    return subprocess.Popen([sys.executable, "-c", code, *[str(arg) for arg in args]], **popen)

@@ -6,29 +6,17 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
 
-from infinipot import cache_file
-from infinipot.engine import Answer, Session
-from infinipot_cli import ask, chat, compress, info  # noqa: F401  registers the commands
-from infinipot_cli.app import app
-from helpers import assert_one_line_error
-
-runner = CliRunner()
-TINY = ("--preset", "tiny", "--budget", "96", "--device", "cpu")
-
-
-def invoke(*args, input: str | None = None):
-    return runner.invoke(app, [str(arg) for arg in args], input=input)
+from infinipot.answer import Answer
+from infinipot.session import Session
+from helpers import TINY_CLI, assert_one_line_error, invoke, invoke_json
 
 
 @pytest.fixture(scope="module")
 def compressed(short_video, tmp_path_factory):
     """`infinipot compress` of the 20-second video: (cache path, its --json report)."""
     path = tmp_path_factory.mktemp("caches") / "short.ipv"
-    result = invoke("compress", short_video, "-o", path, *TINY, "--json")
-    assert result.exit_code == 0, result.output
-    return path, json.loads(result.stdout)
+    return path, invoke_json("compress", short_video, "-o", path, *TINY_CLI)
 
 
 @pytest.fixture
@@ -40,40 +28,40 @@ def cache(compressed, tmp_path):
 def test_compress_writes_a_cache_that_info_describes(compressed):
     path, report = compressed
     assert report["size_bytes"] == path.stat().st_size > 0
-    assert report["frames"] == 20 and report["visual_tokens_kept"] == [96, 96] and report["compressions"] >= 1
-    result = invoke("info", path)
-    assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
-    for fragment in ("tiny:qwen2_5_vl", "infinipot: budget 96 tokens", "96 visual tokens per KV head in each of the 2",
-                     "20 frames, 0:20 of video", "short.mp4", "on disk", "KiB"):
-        assert fragment in text, fragment
-    data = json.loads(invoke("info", path, "--json", "--verify").stdout)
+    assert report["visual_tokens_kept"] == [96, 96] and report["stats"]["frames"] == 20
+    assert report["stats"]["compressions"] >= 1
+    data = invoke_json("info", path, "--verify")
     assert data["verified"] and data["layout"]["visual_tokens"] == [96, 96]
-    assert data["stats"]["video_seconds"] == pytest.approx(20) and data["size_bytes"] == path.stat().st_size
-    assert data["video"]["size_bytes"] > 0 and len(data["video"]["head_tail_sha256"]) == 64
+    assert data["size_bytes"] == path.stat().st_size
+    assert data["state"]["source"]["size_bytes"] > 0 and len(data["state"]["source"]["head_tail_sha256"]) == 64
+    same = {key: value for key, value in report["stats"].items() if key != "from_cache"}
+    assert {key: data["stats"][key] for key in same} == same  # one stats shape for compress and info
+    assert data["stats"]["from_cache"]
+    text = " ".join(invoke("info", path).stdout.replace("│", " ").split())  # wide (helpers.invoke): no wrapping
+    for fragment in ("tiny:qwen2_5_vl", "budget 96 tokens", "96 visual tokens per KV head in each of the 2 layers",
+                     "from the cache: 20 frames, 0:20 of video at 1 fps", "short.mp4", "on disk"):
+        assert fragment in text, fragment
 
 
 def test_ask_from_the_cache_answers_as_the_run_that_saved_it(short_video, tmp_path):
     video = shutil.copy(short_video, tmp_path / "clip.mp4")
     saved = tmp_path / "clip.ipv"
     questions = ("What happened?", "Where is the square?")
-    first = invoke("ask", video, *questions, *TINY, "--max-new-tokens", "6", "--save-cache", saved, "--json")
-    assert first.exit_code == 0, first.output
+    before = invoke_json("ask", video, *questions, *TINY_CLI, "--max-new-tokens", "6", "--save-cache", saved)
     video.unlink()  # answering from the cache never opens the video
-    again = invoke("ask", saved, *questions, "--device", "cpu", "--max-new-tokens", "6", "--json")
-    assert again.exit_code == 0, again.output
-    before, after = json.loads(first.stdout), json.loads(again.stdout)
+    after = invoke_json("ask", saved, *questions, "--device", "cpu", "--max-new-tokens", "6")
     assert [a["answer"] for a in after["answers"]] == [a["answer"] for a in before["answers"]]
     assert before["cache"]["size_bytes"] == saved.stat().st_size
     assert not before["stats"]["from_cache"] and after["stats"]["from_cache"]
     assert after["stats"]["frames"] == before["stats"]["frames"] == 20
     plain = invoke("ask", saved, "What happened?", "--max-new-tokens", "6")
-    assert plain.exit_code == 0 and "Q: What happened?\nA: " in plain.output
-    assert "from the cache: 20 frames" in plain.output
+    assert plain.exit_code == 0 and "Q: What happened?\nA: " in plain.stdout
+    assert "from the cache: 20 frames" in plain.stderr
 
 
-def test_stream_options_do_not_apply_to_a_cache(cache):
+def test_stream_flags_do_not_apply_to_a_cache(cache):
     assert_one_line_error(invoke("ask", cache, "What?", "--budget", "50"), "--budget only applies", "drop --budget")
+    assert_one_line_error(invoke("ask", cache, "What?", "--set", "chunk_frames=4"), "--set only applies")
 
 
 def test_cache_of_another_model_is_one_line(cache):
@@ -99,15 +87,21 @@ def test_info_on_a_video_is_one_line(short_video):
 
 
 def test_compress_refuses_bad_targets_before_loading_a_model(short_video, cache, tmp_path):
-    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path / "no" / "x.ipv", *TINY),
+    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path / "no" / "x.ipv", *TINY_CLI),
                           "directory does not exist")
-    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path, *TINY), "is a directory")
-    assert_one_line_error(invoke("compress", cache, "-o", tmp_path / "y.ipv", *TINY), "already a cache")
+    assert_one_line_error(invoke("compress", short_video, "-o", tmp_path, *TINY_CLI), "is a directory")
+    assert_one_line_error(invoke("compress", cache, "-o", tmp_path / "y.ipv", *TINY_CLI), "already a cache")
     assert_one_line_error(invoke("ask", cache, "What?", "--save-cache", tmp_path / "z.ipv"), "already a cache")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.ipv"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    assert_one_line_error(invoke("compress", short_video, "-o", notes, *TINY_CLI), "is not an infinipot cache")
+    assert notes.read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "short.ipv"]
 
 
 def test_interrupted_compress_keeps_the_old_file(short_video, cache, monkeypatch):
+    import safetensors.torch
+
     old = cache.read_bytes()
 
     def interrupted(tensors, filename, metadata=None):
@@ -115,9 +109,9 @@ def test_interrupted_compress_keeps_the_old_file(short_video, cache, monkeypatch
             handle.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_file, "save_file", interrupted)
-    result = invoke("compress", short_video, "-o", cache, *TINY, "--quiet")
-    assert result.exit_code == 130 and "interrupted" in result.output
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    result = invoke("compress", short_video, "-o", cache, *TINY_CLI, "--quiet")
+    assert result.exit_code == 130 and result.output.strip().splitlines()[-1] == "interrupted"
     assert cache.read_bytes() == old
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]
 
@@ -153,16 +147,19 @@ def test_batch_jsonl_reports_accuracy_and_writes_results(cache, tmp_path, monkey
     assert [r["id"] for r in records] == ["color", "shape", "motion", "free"]
     assert [r.get("correct") for r in records] == [True, False, True, None]
     assert records[0]["choice"] == "B" and records[1]["choice"] == "B" and records[1]["expected"] == "A"
+    assert all(r["frames_seen"] == 20 and r["asked_at"] == 20.0 for r in records)
+    lines = result.stdout.splitlines()
+    assert lines[:4] == ["color B B ✓", "shape B B. square ✗ expected A", "motion Yes. ✓", "free A video."]
     table = " ".join(result.stdout.replace("│", " ").split())
-    assert "color B B ✓ shape B B. square ✗ expected A motion Yes. ✓ free A video." in table
-    assert "look 1 2 50.0%" in table and "motion 1 1 100.0%" in table and "overall 2 3 66.7%" in table
-    data = json.loads(invoke("ask", cache, "--questions", questions, "--device", "cpu", "--json").stdout)
+    assert "category look 1 2 50.0%" in table and "category motion 1 1 100.0%" in table
+    assert "overall 2 3 66.7%" in table
+    data = invoke_json("ask", cache, "--questions", questions, "--device", "cpu")
     assert data["accuracy"]["overall"] == {"correct": 2, "total": 3, "accuracy": 0.6667}
-    assert data["accuracy"]["by_category"]["look"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    assert data["accuracy"]["by_category"]["category"]["look"] == {"correct": 1, "total": 2, "accuracy": 0.5}
     assert data["skipped"] == [{"line": 3, "message": data["skipped"][0]["message"]}]
 
 
-def test_interrupted_batch_keeps_what_it_answered(cache, tmp_path, monkeypatch):
+def test_interrupted_batch_keeps_what_it_answered_and_a_rerun_resumes(cache, tmp_path, monkeypatch):
     asked = []
 
     def interrupted_ask(self, question, **options):
@@ -176,16 +173,24 @@ def test_interrupted_batch_keeps_what_it_answered(cache, tmp_path, monkeypatch):
     questions.write_text("One?\nTwo?\nThree?\nFour?\n")
     output = tmp_path / "answers.jsonl"
     result = invoke("ask", cache, "--questions", questions, "-o", output, "--device", "cpu")
-    assert result.exit_code == 130
+    assert result.exit_code == 130 and result.output.strip().splitlines()[-1] == "interrupted"
     assert "answered 2 of 4 questions" in result.output
     assert [json.loads(line)["answer"] for line in output.read_text().splitlines()] == ["answer 1", "answer 2"]
+    rerun = invoke("ask", cache, "--questions", questions, "-o", output, "--device", "cpu")
+    assert rerun.exit_code == 0, rerun.output
+    assert "already holds 2 of these 4 answers: skipping them" in rerun.stderr
+    assert asked[3:] == ["Three?", "Four?"]  # only the questions not answered yet
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == [1, 2, 3, 4]
+    again = invoke("ask", cache, "--questions", questions, "-o", output, "--device", "cpu", "--overwrite")
+    assert again.exit_code == 0 and len(asked) == 9  # --overwrite starts over: all four asked again
+    assert len(output.read_text().splitlines()) == 4
 
 
 def test_batch_from_a_video_streams_it_once(short_video, tmp_path):
     questions = tmp_path / "q.yaml"
     questions.write_text("- What happened?\n- id: x\n- id: two\n  question: Where?\n- Why?\n")
     output = tmp_path / "answers.jsonl"
-    result = invoke("ask", short_video, "--questions", questions, "-o", output, *TINY, "--max-new-tokens", "3",
+    result = invoke("ask", short_video, "--questions", questions, "-o", output, *TINY_CLI, "--max-new-tokens", "3",
                     "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -204,10 +209,11 @@ def test_batch_file_errors(cache, tmp_path):
     assert_one_line_error(invoke("ask", cache, "What?", "--questions", empty), "not both")
     assert_one_line_error(invoke("ask", cache), "no question given")
     assert_one_line_error(invoke("ask", cache, "--questions", tmp_path / "q.csv"), "unknown question file type")
-    good = tmp_path / "good.txt"
-    good.write_text("What?\n")
-    assert_one_line_error(invoke("ask", cache, "--questions", good, "-o", good), "is the question file")
-    assert good.read_text() == "What?\n"
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"question": "What?"}\n')
+    assert_one_line_error(invoke("ask", cache, "--questions", good, "-o", good), "one of this run's inputs")
+    assert_one_line_error(invoke("ask", cache, "What?", "-o", tmp_path / "out.csv"), "JSON lines, not .csv")
+    assert good.read_text() == '{"question": "What?"}\n'
 
 
 # --- chat ---------------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ def test_chat_keeps_turns_resets_and_saves(cache, tmp_path):
     assert "error: unknown command /bogus" in result.stderr
     assert "back to the video alone (2 turns forgotten)" in result.stderr
     assert "never asked" not in result.output
-    assert "conversation 2 turns kept" in " ".join(invoke("info", saved).output.split())
+    assert len(invoke_json("info", saved)["state"]["turns"]) == 2
     resumed = invoke("chat", saved, "--device", "cpu", input="")
     assert resumed.exit_code == 0 and "resuming the 2 earlier turns" in resumed.output
 
@@ -237,14 +243,18 @@ def test_chat_turns_see_earlier_turns(cache):
                             input="Describe the square.\nWhat next?\n").stdout)
     two = answers_in(invoke("chat", cache, "--device", "cpu", "--max-new-tokens", "8",
                             input="Why is the background textured?\nWhat next?\n").stdout)
-    alone = json.loads(invoke("ask", cache, "What next?", "--device", "cpu", "--max-new-tokens", "8", "--json").stdout)
+    alone = invoke_json("ask", cache, "What next?", "--device", "cpu", "--max-new-tokens", "8")
     assert len(one) == len(two) == 2
     assert len({one[1], two[1], alone["answers"][0]["answer"]}) > 1
 
 
-def test_chat_from_a_video_and_bad_save(short_video, tmp_path):
-    script = f"/save {tmp_path / 'missing' / 'x.ipv'}\n/save\n"
-    result = invoke("chat", short_video, *TINY, "--quiet", input=script)
+def test_chat_from_a_video_and_bad_saves(short_video, tmp_path):
+    video = shutil.copy(short_video, tmp_path / "in.mp4")
+    before = video.read_bytes()
+    script = f"/save {tmp_path / 'missing' / 'x.ipv'}\n/save\n/save {video}\n/exit\n"
+    result = invoke("chat", video, *TINY_CLI, "--quiet", input=script)
     assert result.exit_code == 0, result.output
     assert "error: directory does not exist" in result.stderr and "error: /save needs a file name" in result.stderr
-    assert "chatting about short.mp4: 0:20 of video" in result.stderr
+    assert f"error: /save {video} is the video: an output may not overwrite an input" in result.stderr
+    assert video.read_bytes() == before
+    assert "chatting about in.mp4: 0:20 of video" in result.stderr
