@@ -258,3 +258,13 @@ def test_chat_from_a_video_and_bad_saves(short_video, tmp_path):
     assert f"error: /save {video} is the video: an output may not overwrite an input" in result.stderr
     assert video.read_bytes() == before
     assert "chatting about in.mp4: 0:20 of video" in result.stderr
+
+
+def test_info_shows_the_pooling_van_calibrated(short_video, tmp_path):
+    cache = tmp_path / "cv.ipv"
+    invoke_json("compress", short_video, "-o", cache, *TINY_CLI, "--pooling", "cv")
+    memory = invoke_json("info", cache)["state"]["policy_memory"]
+    assert len(memory["cv_thresholds"]) == 3 and len(memory["pool_sizes"]) == 2
+    text = " ".join(invoke("info", cache).stdout.replace("│", " ").split())
+    assert "cv thresholds " + ", ".join(f"{value:.4g}" for value in memory["cv_thresholds"]) in text
+    assert "pool sizes by layer " + " ".join(str(size) for size in memory["pool_sizes"]) in text

@@ -125,8 +125,12 @@ def test_model_flag_loads_a_local_folder_with_the_presets_settings(short_video, 
     from infinipot.tiny import ensure_tiny_checkpoint
 
     folder = shutil.copytree(ensure_tiny_checkpoint("qwen2_5_vl"), tmp_path / "my-model")
-    data = invoke_json("ask", short_video, "What?", *TINY_CLI, "--model", folder, "--max-new-tokens", "2")
+    cache = tmp_path / "mine.ipv"
+    data = invoke_json("ask", short_video, "What?", *TINY_CLI, "--model", folder, "--max-new-tokens", "2",
+                       "--save-cache", cache)
     assert data["stats"]["model"] == str(folder) and data["stats"]["budget_tokens"] == 96
+    again = invoke_json("ask", cache, "What?", "--model", folder, "--max-new-tokens", "2")  # the same weights
+    assert again["answers"][0]["answer"] == data["answers"][0]["answer"]
     mine = tmp_path / "mine.yaml"
     mine.write_text(f"base: tiny\nmodel: {folder}\nbudget: 90\n")
     assert invoke_json("ask", short_video, "What?", "--preset", mine, "--max-new-tokens", "2")["stats"][
