@@ -63,7 +63,9 @@ def ask_command(
     and the exit code is 1.
     """
     origin = Source.of(source)
-    batch = _questions(questions or [], questions_file, as_json)
+    if overwrite and output is None:
+        raise InfinipotError("--overwrite starts an --output file over: give --output FILE too")
+    batch = _questions(questions or [], questions_file)
     inputs = run_inputs(origin, stream, the_question_file=questions_file)
     _check_outputs(origin, batch, inputs, output, save_cache)
     batch.log, batch.entries, batch.earlier = _resume(output, overwrite, batch.entries)
@@ -84,7 +86,7 @@ def ask_command(
     _print_report(report, batch, as_json, quiet)
 
 
-def _questions(questions: list[str], questions_file: Path | None, as_json: bool) -> Batch:
+def _questions(questions: list[str], questions_file: Path | None) -> Batch:
     """The questions to ask, checked before any model is loaded."""
     from infinipot.questions import QuestionEntry, read_questions
 
