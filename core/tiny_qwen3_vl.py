@@ -59,7 +59,8 @@ def _processor():
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     return Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, min_pixels=MIN_PIXELS,
+                                              max_pixels=MAX_PIXELS),
         video_processor=Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2,
                                               size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}),
         tokenizer=_tokenizer(),

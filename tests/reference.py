@@ -43,7 +43,8 @@ def one_shot_inputs(model, frames: np.ndarray, sample_fps: float, question: str 
     if model.settings.family == "qwen3_vl":
         text = text.replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
         size = processor.video_processor.size  # per frame; the processor applies it to the clip
-        low, high = model.settings.min_pixels or size["shortest_edge"], model.settings.max_pixels or size["longest_edge"]
+        low = model.settings.min_pixels or size["shortest_edge"]
+        high = model.settings.max_pixels or size["longest_edge"]
         kwargs["size"] = {"shortest_edge": len(frames) * low, "longest_edge": len(frames) * high}
     return processor(text=[text], videos=[frames], video_metadata=[metadata], return_tensors="pt", **kwargs)
 

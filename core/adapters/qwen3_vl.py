@@ -157,7 +157,9 @@ class Qwen3VLAdapter(Adapter):
         ]
         rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if rendered.count(ANSWER_MARK) != 1 or rendered.count(QUESTION_MARK) != 1:
-            raise InfinipotError(f"the chat template of {self.model_id} cannot hold a conversation: ask single questions")
+            raise InfinipotError(
+                f"the chat template of {self.model_id} cannot hold a conversation: ask single questions"
+            )
         ids = torch.tensor([self._ids(rendered.split(ANSWER_MARK, 1)[1].replace(QUESTION_MARK, text))])
         return PromptParts(ids, self.text_positions(start, ids.shape[1]))
 
