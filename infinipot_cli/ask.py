@@ -19,7 +19,7 @@ from infinipot_cli import console
 from infinipot_cli.answering import Answerer, Style, answer_over_stream, interrupt_note, report_problems
 from infinipot_cli.display import StreamDisplay
 from infinipot_cli.flags import ANSWER, STREAM, with_flags
-from infinipot_cli.opening import Inputs, Source, Warnings, load_cache, open_video, run_inputs, same_file
+from infinipot_cli.opening import Inputs, Source, Warnings, closing, load_cache, open_video, run_inputs, same_file
 from infinipot_cli.render import format_bytes, session_stats, summary_line
 
 
@@ -78,9 +78,9 @@ def ask_command(
     with StreamDisplay(show) as display:
         session = load_cache(origin, stream, display) if origin.is_cache else open_video(origin, stream, display)
         try:
-            report = _answer(session, origin, batch, style, answer, display, save_cache, show)
+            with closing(session):
+                report = _answer(session, origin, batch, style, answer, display, save_cache, show)
         finally:
-            session.close()
             if batch.log is not None:
                 batch.log.close()
     _print_report(report, batch, as_json, quiet)

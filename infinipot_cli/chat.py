@@ -19,7 +19,9 @@ from infinipot.errors import InfinipotError
 from infinipot_cli import console
 from infinipot_cli.display import StreamDisplay
 from infinipot_cli.flags import ANSWER, STREAM, flagged, with_flags
-from infinipot_cli.opening import Inputs, Source, Warnings, load_cache, open_video, run_inputs
+from infinipot_cli.opening import (
+    Inputs, Source, Warnings, closed_on_error, closing, load_cache, open_video, run_inputs,
+)
 from infinipot_cli.render import format_bytes, format_seconds
 from infinipot_cli.signals import by_user
 
@@ -54,19 +56,14 @@ def chat_command(
     inputs = run_inputs(origin, stream)
     with StreamDisplay(not quiet) as display:
         session = load_cache(origin, stream, display) if origin.is_cache else open_video(origin, stream, display)
-        try:
+        with closed_on_error(session):
             if not origin.is_cache:
                 warnings = Warnings()
                 warnings.report(session)
                 session.stream(on_event=display)
                 warnings.report(session)
-        except BaseException:
-            session.close()
-            raise
-    try:
+    with closing(session):
         _converse(Chat(session, inputs, answer, saved_turns=len(session.state.turns)), origin)
-    finally:
-        session.close()
 
 
 def _converse(chat: Chat, origin: Source) -> None:

@@ -14,7 +14,7 @@ from infinipot.errors import InfinipotError
 from infinipot_cli import console
 from infinipot_cli.display import StreamDisplay
 from infinipot_cli.flags import STREAM, with_flags
-from infinipot_cli.opening import Source, Warnings, open_video, run_inputs
+from infinipot_cli.opening import Source, Warnings, closing, open_video, run_inputs
 from infinipot_cli.render import format_bytes, session_stats, summary_line
 
 
@@ -38,14 +38,12 @@ def compress_command(
     warnings = Warnings()
     with StreamDisplay(show) as display:
         session = open_video(source, stream, display)
-        try:
+        with closing(session):
             warnings.report(session)
             session.stream(on_event=display)
             display.pause()
             warnings.report(session)
             size = session.save(output)
-        finally:
-            session.close()
     elapsed = time.perf_counter() - started
     stats = session_stats(session, from_cache=False)
     if as_json:

@@ -8,7 +8,9 @@ grid). Only then do the weights load, with a status line that says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,12 +142,28 @@ def open_video(source: Source, stream: Any, display: StreamDisplay):
     session = Session.from_preset(settings, device=stream.device)
     options = {flag.setting: getattr(stream, flag.name) for flag in STREAM.flags
                if flag.target == "open" and getattr(stream, flag.name) is not None}
-    try:
+    with closed_on_error(session):
         session.open(source.spec, **options)
-    except BaseException:
-        session.close()
-        raise
     return session
+
+
+@contextlib.contextmanager
+def closed_on_error(session) -> Iterator[None]:
+    """Close `session` if the block fails, without letting a failure to close hide the first error."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.close()
+        raise
+
+
+@contextlib.contextmanager
+def closing(session) -> Iterator[None]:
+    """Close `session` after the block, whatever happens (the block's own error wins)."""
+    with closed_on_error(session):
+        yield
+    session.close()
 
 
 def load_cache(source: Source, stream: Any, display: StreamDisplay):
