@@ -455,11 +455,13 @@ def test_damage_video_keeps_the_index_and_breaks_the_middle(clip: Path, tmp_path
     assert broken.stat().st_size == clip.stat().st_size
     info = probe(broken)
     assert info.frame_count == 40
-    reader = decord.VideoReader(str(broken))
+    original, damaged = clip.read_bytes(), broken.read_bytes()
+    changed = [i for i in range(len(original)) if original[i] != damaged[i]]
+    assert changed and len(original) * 0.2 < changed[0] and changed[-1] < len(original) * 0.8  # the middle only
     bad = []
-    for index in range(40):
+    for index in range(40):  # which frames fail varies: decord decodes ahead into the damage
         try:
-            reader.get_batch([index])
+            decord.VideoReader(str(broken), num_threads=1).get_batch([index])
         except Exception:  # noqa: BLE001 — decord's own error types
             bad.append(index)
-    assert bad and bad[0] > 0 and bad[-1] < 39
+    assert bad and bad[-1] < 39  # the damage is real; frames after it decode
