@@ -75,6 +75,19 @@ class Model:
         self._processor = None
         self._adapter = None
 
+    @classmethod
+    def wrap(cls, settings: Settings, model, processor) -> Model:
+        """A Model around a transformers model and processor you already hold (in memory, any device).
+
+        Nothing is loaded from `settings.model`; the family's adapter wraps `model` as it is.
+        """
+        wrapped = cls(settings, device=str(next(model.parameters()).device))
+        wrapped._source, wrapped._config, wrapped._processor = settings.model, model.config, processor
+        wrapped._check_family(model.config.model_type)
+        wrapped._adapter = wrapped.family.adapter_class()(model.eval(), processor, settings.model,
+                                                          settings.min_pixels, settings.max_pixels)
+        return wrapped
+
     @property
     def model_id(self) -> str:
         return self.settings.model
