@@ -116,7 +116,10 @@ class Session(Answering):
         except BaseException:
             source.close()
             raise
-        self._reader = SourceReader(source, self.setup.plan.chunk_frames)
+        from infinipot.sources import Prefetched
+
+        # Decode ahead in a worker thread (at most two chunks), so decoding overlaps the model.
+        self._reader = SourceReader(Prefetched(source, depth=2), self.setup.plan.chunk_frames)
         return self.setup
 
     def _frame_multiple(self) -> int:
@@ -155,12 +158,15 @@ class Session(Answering):
                 count = frames_until(chunk, until, plan.frame_multiple)
                 if count:
                     end = seconds_at(chunk, count, self.state.sample_fps)
-                    self._tentative = self._streamer.add_tentative(chunk.frames[:count], min(end, until))
+                    self._tentative = self._streamer.add_tentative(chunk.frames[:count], min(end, until),
+                                                                   timestamps=chunk.timestamps[:count])
                 self._stopped_at = until
                 break
-            self._streamer.add(chunk.frames, chunk.end_seconds)
+            self._streamer.add(chunk.frames, chunk.end_seconds, timestamps=chunk.timestamps)
             self._after_chunk(on_event)
-        self.state.stats.timings["decode_s"] = reader.decode_s
+        timings = self.state.stats.timings
+        timings["decode_wait_s"] = reader.decode_s  # time the model waited for frames
+        timings["decode_s"] = float(getattr(reader.source, "decode_s", reader.decode_s))
         if reader.ended and reader.pending is None:
             self._finish_source()
 
@@ -168,10 +174,6 @@ class Session(Answering):
         reader = self._reader
         stats = self.state.stats
         stats.skipped_seconds = float(getattr(reader.source, "skipped_seconds", 0.0) or 0.0)
-        for name in ("decode_s", "wait_s"):
-            value = getattr(reader.source, name, None)
-            if value is not None:
-                stats.timings["decode_s" if name == "decode_s" else "decode_wait_s"] = float(value)
         if stats.frames == 0:
             raise InfinipotError(f"{reader.source.info.name} yielded no frames: check the window and the source")
 
@@ -220,7 +222,7 @@ class Session(Answering):
         for first in range(0, whole, plan.chunk_frames):
             part = slice(first, min(whole, first + plan.chunk_frames))
             end = float(timestamps[part][-1]) + 1.0 / self.state.sample_fps
-            self._streamer.add(frames[part], end)
+            self._streamer.add(frames[part], end, timestamps=timestamps[part])
             self._after_chunk(on_event)
 
     def finish(self) -> None:
@@ -280,7 +282,9 @@ class Session(Answering):
     @property
     def source(self):
         """The open frame source (its `info`, and `warnings` a source may have), or None."""
-        return self._reader.source if self._reader is not None else None
+        if self._reader is None:
+            return None
+        return getattr(self._reader.source, "source", self._reader.source)  # inside the prefetching worker
 
     @property
     def warnings(self) -> list[str]:
