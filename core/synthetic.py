@@ -42,7 +42,7 @@ def background(width: int, height: int, seed: int) -> np.ndarray:
     return np.repeat(np.repeat(tiles, side, axis=0), side, axis=1)[:height, :width]
 
 
-# High quality so decoded pixels stay close to what was drawn; no B-frames so seeks are exact.
+# High quality so decoded pixels stay close to what was drawn; no B-frames: display order is decode order.
 _QUALITY: dict[str, dict[str, str]] = {
     "mpeg4": {"qmin": "1", "qmax": "2", "bf": "0"},
     "libx264": {"crf": "10", "bf": "0"},
@@ -72,8 +72,8 @@ def write_test_video(
 ) -> Path:
     """Write round(seconds * fps) frames to `path` (the container follows the suffix: .mp4, .ts, .mkv).
 
-    mpeg4 without B-frames at high quality decodes back close to the input and seeks exactly
-    with decord 0.6.0; libx264 also works where PyAV's bundled ffmpeg has it.
+    mpeg4 without B-frames at high quality decodes back close to the input, with a keyframe every
+    12 frames; libx264 also works where PyAV's bundled ffmpeg has it.
     """
     frame_count = _validate(seconds, fps, width, height)
     rate = Fraction(fps).limit_denominator(1001)

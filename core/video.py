@@ -14,28 +14,21 @@ import math
 import os
 import re
 import stat
-import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import decord
 import numpy as np
-from decord._ffi.base import DECORDError
 
+from infinipot.decoding import SequentialDecoder, StreamIndex, open_container, read_index
 from infinipot.errors import InfinipotError
 
 log = logging.getLogger(__name__)
 
-DECODER_THREADS = 2  # our machines have 2 cores; decord's default (0) takes them all
-_DECODER_THREADS = DECODER_THREADS
+# FFmpeg's codec threads per decoder, and "AUTO" threading (frame and slice): on 2 cores, 2 decoded
+# the 1080p30 benchmark fastest; 1 leaves a core to the model (bench/overlap.py --threads).
+DECODER_THREADS = 2
 _EPS = 1e-6  # slack for float seconds * fps landing a hair off an integer frame index
-
-# decord reports unreadable input as RuntimeError (open) or DECORDError (missing stream, bad data).
-DECODE_ERRORS = (DECORDError, RuntimeError)
-_DECODE_ERRORS = DECODE_ERRORS
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # also 'https:/x', what Path makes of 'https://x'
 
 
@@ -45,13 +38,15 @@ class VideoInfo:
 
     path: Path
     duration_s: float  # frame_count / native_fps, as qwen-vl-utils computes it
-    native_fps: float  # the average rate: frame_count / container duration
+    native_fps: float  # the container's average rate
     frame_count: int
     width: int
     height: int
     # [frame_count] float64 seconds from the first frame, set only for a variable-frame-rate file
     # (None: frame k is at k / native_fps). Sampling then goes by these times, not by index.
     frame_times: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # Every frame's timestamp and the keyframes, for the decoder (None: read again when decoding).
+    index: StreamIndex | None = field(default=None, compare=False, repr=False)
 
     @property
     def variable_frame_rate(self) -> bool:
@@ -89,73 +84,14 @@ class FrameChunk:
     first: int  # index of this chunk's first frame within the plan (0-based)
 
 
-_decord_ffmpeg_quiet = False
-
-
-def _quiet_decord_ffmpeg() -> None:
-    """Set the FFmpeg inside decord to log nothing (its own copy: PyAV and the ffmpeg binary keep theirs).
-
-    A damaged file makes FFmpeg print a line per bad packet, thousands of them, from whichever
-    thread decodes; the log level is the only switch that works from every thread.
-    """
-    global _decord_ffmpeg_quiet
-    if not _decord_ffmpeg_quiet:
-        decord.logging.set_level(decord.logging.QUIET)
-        _decord_ffmpeg_quiet = True
-
-
-@contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Hide what FFmpeg and decord's C++ print on file descriptor 2 while decord works.
-
-    FFmpeg's lines are switched off at their source (its log level). decord's own C++ lines
-    ("video_reader.cc:312: Failed to seek file") go straight to descriptor 2, so on the main thread
-    it is pointed at /dev/null meanwhile. Not on other threads: the descriptor is shared by the
-    whole process, and blanking it from a decoding worker would also swallow the main thread's
-    progress display and warnings; decord prints its own lines only when opening or seeking in
-    a file that is not a usable video, which `probe` (main thread) has refused by then.
-    """
-    _quiet_decord_ffmpeg()
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-_native_stderr_silenced = native_stderr_silenced  # the name callers used before it was public
-
-
-def open_reader(path: Path, threads: int = DECODER_THREADS) -> decord.VideoReader:
-    """A decord reader on `path` with native output silenced; InfinipotError if decord cannot read it."""
-    try:
-        with native_stderr_silenced():
-            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=threads)
-    except DECODE_ERRORS as err:
-        log.debug("decord could not open %s: %s", path, err)
-        raise InfinipotError(
-            f"cannot decode video: {path} — not a video decord can read (wrong file type or damaged);"
-            " check it plays, or convert it to mp4 (H.264)"
-        ) from err
-
-
-_open_reader = open_reader
-
-
-def decode_batch(reader: decord.VideoReader, indices: Sequence[int]) -> np.ndarray:
-    """Decode native frames `indices` (native output silenced); decord's errors (DECODE_ERRORS) pass through.
-
-    Returns [n, H, W, 3] uint8 RGB.
-    """
-    with native_stderr_silenced():
-        return reader.get_batch([int(i) for i in indices]).asnumpy()
+def open_decoder(info: VideoInfo, threads: int = DECODER_THREADS) -> SequentialDecoder:
+    """A decoder of `info`'s file that delivers frames at its probed size (it opens the file on first use)."""
+    if info.index is None:
+        with open_container(info.path) as container:
+            index = read_index(container, info.path)
+    else:
+        index = info.index
+    return SequentialDecoder(info.path, index, (info.width, info.height), threads)
 
 
 _NOT_REGULAR = [
@@ -195,54 +131,50 @@ def check_video_file(path: str | Path) -> Path:
     return path
 
 
-def _first_frame_shape(reader: decord.VideoReader, path: Path, frame_count: int) -> tuple[int, int]:
+def _first_frame_shape(index: StreamIndex, path: Path) -> tuple[int, int]:
     """(height, width) of the first frame that decodes among a few spread over the file.
 
     Decoding proves the stream decodes; a file damaged only in places is read around the damage
     later, so only a file none of whose probed frames decode is refused here.
     """
-    for index in dict.fromkeys(np.linspace(0, frame_count - 1, min(frame_count, 9)).round().astype(int).tolist()):
-        try:
-            return decode_batch(reader, [index]).shape[1:3]
-        except DECODE_ERRORS as err:
-            log.debug("decord could not decode frame %d of %s: %s", index, path, err)
+    decoder = SequentialDecoder(path, index, (0, 0), threads=1)
+    try:
+        for number in dict.fromkeys(np.linspace(0, index.frame_count - 1, min(index.frame_count, 9)).round()
+                                    .astype(int).tolist()):
+            frame = decoder.decoded(number)
+            if frame is not None:
+                return frame.height, frame.width
+    finally:
+        decoder.close()
     raise InfinipotError(f"cannot decode any frame of {path} — it is damaged or not a video; check it plays,"
                          " or convert it to mp4 (H.264)")
 
 
-def _frame_times(reader: decord.VideoReader, frame_count: int, native_fps: float) -> np.ndarray | None:
+def _frame_times(index: StreamIndex, native_fps: float) -> np.ndarray | None:
     """Each frame's time from the first, in seconds, when they stray from k / native_fps by half a frame or more."""
-    try:
-        with native_stderr_silenced():
-            stamps = reader.get_frame_timestamp(np.arange(frame_count))[:, 0].astype(np.float64)  # [frame_count]
-    except DECODE_ERRORS as err:
-        log.debug("decord gave no frame timestamps: %s", err)
-        return None
-    times = stamps - stamps[0]
-    if not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0):
-        log.debug("frame timestamps are not increasing; sampling by frame index")
-        return None
-    if np.max(np.abs(times - np.arange(frame_count) / native_fps)) < 0.5 / native_fps:
+    times = (index.pts - index.pts[0]).astype(np.float64) * float(index.time_base)  # [frame_count]
+    if np.max(np.abs(times - np.arange(index.frame_count) / native_fps)) < 0.5 / native_fps:
         return None  # constant frame rate: index k is at k / native_fps, as the recipe assumes
     times.flags.writeable = False
     return times
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Open `path` with decord and read its frame count, frame rate, size and (if variable) frame times."""
+    """Read `path`'s frame count, frame rate, size and (if variable) frame times: one demux pass, one frame decoded."""
     path = check_video_file(path)
-    reader = open_reader(path)
-    frame_count = len(reader)
-    if frame_count <= 0:
+    with open_container(path) as container:
+        index = read_index(container, path)
+    if index.frame_count <= 0:
         raise InfinipotError(f"video has no frames: {path} — check it plays in a video player")
-    native_fps = float(reader.get_avg_fps())
+    native_fps = index.average_rate
     if not (math.isfinite(native_fps) and native_fps > 0):
         raise InfinipotError(
             f"video has no usable frame rate (fps={native_fps}): {path} — re-encode it at a fixed frame rate"
         )
-    height, width = _first_frame_shape(reader, path, frame_count)
-    times = _frame_times(reader, frame_count, native_fps)
-    return VideoInfo(path, frame_count / native_fps, native_fps, frame_count, int(width), int(height), times)
+    height, width = _first_frame_shape(index, path)
+    times = _frame_times(index, native_fps)
+    return VideoInfo(path, index.frame_count / native_fps, native_fps, index.frame_count, int(width), int(height),
+                     times, index)
 
 
 def _native_range(info: VideoInfo, start: float, end: float) -> tuple[int, int]:
@@ -372,17 +304,17 @@ def iter_chunks(info: VideoInfo, plan: FramePlan, chunk_frames: int) -> Iterator
 
 
 def _decode_chunks(info: VideoInfo, plan: FramePlan, chunk_frames: int) -> Iterator[FrameChunk]:
-    reader = None
-    for first in range(0, plan.frames, chunk_frames):
-        if reader is None:
-            reader = open_reader(info.path)
-        indices = plan.indices[first : first + chunk_frames]  # [c]
-        try:
-            frames = decode_batch(reader, indices)  # [c, H, W, 3] uint8
-        except DECODE_ERRORS as err:
-            log.debug("decord failed on frames %s of %s: %s", indices, info.path, err)
-            raise InfinipotError(
-                f"cannot decode frames {int(indices[0])}-{int(indices[-1])} of {info.path} — the file is damaged;"
-                " re-encode it or pass an end before the damage"
-            ) from err
-        yield FrameChunk(frames, plan.timestamps[first : first + chunk_frames].copy(), first)
+    decoder = None
+    try:
+        for first in range(0, plan.frames, chunk_frames):
+            decoder = decoder or open_decoder(info)
+            indices = plan.indices[first : first + chunk_frames]  # [c]
+            frames = [decoder.frame(int(i)) for i in indices]
+            if any(frame is None for frame in frames):
+                raise InfinipotError(
+                    f"cannot decode frames {int(indices[0])}-{int(indices[-1])} of {info.path} — the file is damaged;"
+                    " re-encode it or pass an end before the damage (or stream it with open_file, which skips damage)")
+            yield FrameChunk(np.stack(frames), plan.timestamps[first : first + chunk_frames].copy(), first)
+    finally:
+        if decoder is not None:
+            decoder.close()

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 
-import decord
+import av
 import numpy as np
 import pytest
 
+from infinipot import decoding
 from infinipot import video as video_mod
+from infinipot.decoding import SequentialDecoder
 from infinipot.errors import InfinipotError
 from infinipot.synthetic import (background, damage_video, main as synthetic_main, square_box, write_test_video,
                                  write_vfr_test_video)
-from infinipot.video import FramePlan, VideoInfo, iter_chunks, plan_frames, probe
-
-av = pytest.importorskip("av")
+from infinipot.video import FramePlan, VideoInfo, iter_chunks, open_decoder, plan_frames, probe
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,12 @@ def reference_plan(frame_count: int, native_fps: float, fps: float, start: float
     if native < multiple:
         return list(range(first, last + 1)) + [last] * (multiple - native)
     return [round(first + (last - first) * k / (n - 1)) if n > 1 else first for k in range(n)]
+
+
+def every_frame(path: Path) -> list[np.ndarray]:
+    """Reference: all frames of `path` decoded plainly by PyAV, in order, as RGB."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
 def bright_tile(frame: np.ndarray, side: int) -> tuple[int, int]:
@@ -183,8 +190,8 @@ def test_iter_chunks_yields_all_planned_frames_in_order(clip: Path, info: VideoI
     np.testing.assert_array_equal(np.concatenate([c.timestamps for c in chunks]), plan.timestamps)
     frames = np.concatenate([c.frames for c in chunks])  # [10, 84, 112, 3]
     assert frames.shape == (10, 84, 112, 3) and frames.dtype == np.uint8
-    direct = np.stack([decord.VideoReader(str(clip))[int(i)].asnumpy() for i in plan.indices])
-    np.testing.assert_array_equal(frames, direct)
+    reference = every_frame(clip)
+    np.testing.assert_array_equal(frames, np.stack([reference[int(i)] for i in plan.indices]))
     # Each decoded frame is the native frame asked for: the square sits where it was drawn.
     for index, frame in zip(plan.indices, frames):
         top, left, side = square_box(int(index))
@@ -198,27 +205,28 @@ def test_iter_chunks_decodes_repeated_padding_frames(tmp_path: Path) -> None:
     np.testing.assert_array_equal(chunk.frames[0], chunk.frames[1])
 
 
-def test_iter_chunks_is_lazy_and_holds_one_chunk(info: VideoInfo, monkeypatch: pytest.MonkeyPatch) -> None:
-    opened: list[int] = []
-    batches: list[int] = []
-    real = decord.VideoReader
+def test_iter_chunks_is_lazy_and_decodes_only_the_chunk_asked_for(info: VideoInfo,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    asked: list[int] = []
+    real_open, real_frame = decoding.av.open, SequentialDecoder.frame
 
-    class SpyReader(real):
-        def __init__(self, *args, **kwargs):
-            opened.append(1)
-            super().__init__(*args, **kwargs)
+    def spy_open(*args, **kwargs):
+        opened.append(str(args[0]))
+        return real_open(*args, **kwargs)
 
-        def get_batch(self, indices):
-            batches.append(len(indices))
-            return super().get_batch(indices)
+    def spy_frame(self, number):
+        asked.append(number)
+        return real_frame(self, number)
 
-    monkeypatch.setattr(video_mod.decord, "VideoReader", SpyReader)
+    monkeypatch.setattr(decoding.av, "open", spy_open)
+    monkeypatch.setattr(SequentialDecoder, "frame", spy_frame)
     chunks = iter_chunks(info, plan_frames(info, 4.0), chunk_frames=16)
-    assert opened == [] and batches == []
+    assert opened == [] and asked == []
     next(chunks)
-    assert opened == [1] and batches == [16]
+    assert len(opened) == 1 and asked == list(range(16))  # nothing decoded ahead of the chunk handed over
     list(chunks)
-    assert opened == [1] and batches == [16, 16, 8]
+    assert len(opened) == 1 and asked == list(range(40))
 
 
 def test_iter_chunks_rejects_bad_arguments(info: VideoInfo) -> None:
@@ -276,19 +284,6 @@ def test_probe_video_container_without_frames(tmp_path: Path) -> None:
     assert_one_line(err, "zero.mp4")
 
 
-class FakeReader:
-    """Stands in for decord.VideoReader to reach metadata decord itself rarely reports."""
-
-    def __init__(self, frames: int, fps: float) -> None:
-        self.frames, self.fps = frames, fps
-
-    def __len__(self) -> int:
-        return self.frames
-
-    def get_avg_fps(self) -> float:
-        return self.fps
-
-
 @pytest.mark.parametrize(
     "frames, fps, words",
     [(0, 4.0, ["has no frames"]), (10, 0.0, ["no usable frame rate", "fps=0.0"]),
@@ -296,10 +291,27 @@ class FakeReader:
 )
 def test_probe_reports_unusable_metadata(clip: Path, monkeypatch: pytest.MonkeyPatch,
                                          frames: int, fps: float, words: list[str]) -> None:
-    monkeypatch.setattr(video_mod.decord, "VideoReader", lambda *a, **k: FakeReader(frames, fps))
+    def index(container, path):  # metadata FFmpeg itself rarely reports
+        return decoding.StreamIndex(0, Fraction(1, 4), np.arange(frames), np.zeros(min(frames, 1), np.int64),
+                                    fps, True)
+
+    monkeypatch.setattr(video_mod, "read_index", index)
     with pytest.raises(InfinipotError) as err:
         probe(clip)
     assert_one_line(err, str(clip), *words)
+
+
+def test_probe_refuses_an_audio_only_file(tmp_path: Path) -> None:
+    path = tmp_path / "voice.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(InfinipotError) as err:
+        probe(path)
+    assert_one_line(err, "no video stream", "voice.m4a")
 
 
 # ---------------------------------------------------------------- synthetic videos
@@ -328,7 +340,7 @@ def test_synthetic_long_video_is_fast_and_readable(tmp_path: Path) -> None:
     path = write_test_video(tmp_path / "long.mp4", seconds=600, fps=1)
     info = probe(path)
     assert (info.frame_count, info.duration_s) == (600, 600.0)
-    last = decord.VideoReader(str(path))[599].asnumpy()
+    last = open_decoder(info).frame(599)
     top, left, side = square_box(599)
     assert bright_tile(last, side) == (top, left)
 
@@ -365,7 +377,7 @@ def test_synthetic_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_bad_file_leaves_no_native_noise_on_stderr(tmp_path, capfd):
-    """FFmpeg and decord print their own lines for a bad file; only our one-line error may reach the user."""
+    """FFmpeg prints its own lines for a bad file; only our one-line error may reach the user."""
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video\n")
     with pytest.raises(InfinipotError, match="cannot decode video"):
@@ -376,12 +388,12 @@ def test_bad_file_leaves_no_native_noise_on_stderr(tmp_path, capfd):
 
 
 def test_text_file_read_as_ansi_art_leaves_no_native_noise(tmp_path, capfd):
-    """FFmpeg reads a .txt as 'tty' video that opens but cannot seek: decord's own 'video_reader.cc:312' line."""
+    """FFmpeg reads any text file as 'tty' video (ANSI art); it is refused as text, silently."""
     notes = tmp_path / "notes.txt"
     notes.write_text("hello world\n" * 50)
     with pytest.raises(InfinipotError) as err:
         probe(notes)
-    assert_one_line(err, "notes.txt")
+    assert_one_line(err, "notes.txt", "as text")
     assert capfd.readouterr().err == ""
 
 
@@ -458,10 +470,7 @@ def test_damage_video_keeps_the_index_and_breaks_the_middle(clip: Path, tmp_path
     original, damaged = clip.read_bytes(), broken.read_bytes()
     changed = [i for i in range(len(original)) if original[i] != damaged[i]]
     assert changed and len(original) * 0.2 < changed[0] and changed[-1] < len(original) * 0.8  # the middle only
-    bad = []
-    for index in range(40):  # which frames fail varies: decord decodes ahead into the damage
-        try:
-            decord.VideoReader(str(broken), num_threads=1).get_batch([index])
-        except Exception:  # noqa: BLE001 — decord's own error types
-            bad.append(index)
+    bad = [k for k in range(40) if open_decoder(info).frame(k) is None]  # a fresh decoder per frame: seeks
     assert bad and bad[-1] < 39  # the damage is real; frames after it decode
+    assert bad == list(range(bad[0], bad[-1] + 1))  # one stretch, up to a keyframe
+    assert (bad[-1] + 1) in info.index.keyframes.tolist()

@@ -1,6 +1,6 @@
 """Frame sources: where a stream's frames come from.
 
-`open_source(spec, fps, …)` opens a file (decord), '-' (a container on stdin), a URL or a capture
+`open_source(spec, fps, …)` opens a file (PyAV), '-' (a container on stdin), a URL or a capture
 device (ffmpeg); `Prefetched(source)` decodes it ahead in a background thread so decoding
 overlaps the model. Every source follows the `FrameSource` protocol in `base`.
 """

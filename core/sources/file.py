@@ -1,12 +1,13 @@
-"""Video files, read with decord: the frames planned by `infinipot.video`, decoded chunk by chunk.
+"""Video files, read with PyAV: the frames planned by `infinipot.video`, decoded in order, chunk by chunk.
 
-A file damaged in places still streams. When a chunk does not decode, its frames are decoded
-one by one (`tolerant`); a temporal group (`frame_multiple` consecutive planned frames, the
-pair a Qwen vision tower encodes together) with any unreadable frame is dropped whole, so every
-chunk stays a multiple of the group and nothing is made up: repeating the last good frame over
-a damaged minute would tell the model the scene stood still. Timestamps and `end_seconds` stay
-true, so the gap shows; `skipped_seconds` and a warning line say how much was lost. Only a
-file with no readable frame is refused.
+Decoding is sequential and happens only when a chunk is asked for (`infinipot.decoding`), so at
+most one chunk exists (plus `Prefetched`'s bounded read-ahead) and a damaged file loses the same
+frames on every run. A file damaged in places still streams: a temporal group (`frame_multiple`
+consecutive planned frames, the pair a Qwen vision tower encodes together) with any frame that
+does not decode cleanly is dropped whole, so every chunk stays a multiple of the group and
+nothing is made up: repeating the last good frame over a damaged minute would tell the model the
+scene stood still. Timestamps and `end_seconds` stay true, so the gap shows; `skipped_seconds`
+and a warning line say how much was lost. Only a file with no readable frame is refused.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 from infinipot.errors import InfinipotError
 from infinipot.fingerprints import video_fingerprint
 from infinipot.sources.base import FrameChunk, SourceInfo
-from infinipot.sources.tolerant import TolerantReader
-from infinipot.video import DECODER_THREADS, FramePlan, VideoInfo, plan_frames, probe
+from infinipot.decoding import SequentialDecoder
+from infinipot.video import DECODER_THREADS, FramePlan, VideoInfo, open_decoder, plan_frames, probe
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class FileSource:
     def __init__(self, video: VideoInfo, plan: FramePlan, frame_multiple: int = 2,
                  warnings: list[str] | None = None, decoder_threads: int = DECODER_THREADS) -> None:
         self.video = video
-        self.decoder_threads = decoder_threads  # decord's threads; one leaves a core to the model on small CPUs
+        self.decoder_threads = decoder_threads  # FFmpeg's codec threads; 1 leaves a core to the model on 2 CPUs
         self.plan = plan
         self.frame_multiple = frame_multiple
         self.warnings: list[str] = list(warnings or [])
@@ -68,13 +69,13 @@ class FileSource:
         plan, start = self.plan, self.info.start
         step = plan.seconds / plan.frames  # each sampled frame stands for this much video
         delivered, damaged = 0, []
-        reader = TolerantReader(self.video.path, self.decoder_threads)
+        decoder = open_decoder(self.video, self.decoder_threads)
         try:
             for first in range(0, plan.frames, chunk_frames):
                 if self._closed:
                     return
                 positions = np.arange(first, min(first + chunk_frames, plan.frames))  # [c] plan positions
-                frames, kept = self._decode(reader, positions)  # [k, H, W, 3], [k]
+                frames, kept = self._decode(decoder, positions)  # [k, H, W, 3], [k]
                 if len(kept) < len(positions):
                     lost = np.setdiff1d(positions, kept)
                     damaged.extend(plan.timestamps[lost].tolist())
@@ -87,24 +88,31 @@ class FileSource:
             if delivered == 0:
                 raise InfinipotError(f"no frame of {self.video.path} decodes — the file is damaged; re-create it")
         finally:
+            decoder.close()
             if damaged:
                 self.warnings.append(
                     f"skipped {self.skipped_seconds:.1f} s of damaged video in {self.video.path.name}"
                     f" (unreadable frames between {min(damaged):.1f} s and {max(damaged):.1f} s)")
 
-    def _decode(self, reader: TolerantReader, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frames at plan `positions` that decode, and their positions; whole temporal groups only."""
-        frames, readable = reader.read(self.plan.indices[positions])  # [r, H, W, 3], [c] bool
-        if readable.all():
-            return frames, positions
-        multiple = self.frame_multiple
-        groups = math.ceil(len(positions) / multiple)
-        whole = np.array([readable[g * multiple:(g + 1) * multiple].all() for g in range(groups)])  # [groups]
-        keep = np.repeat(whole, multiple)[: len(positions)]  # [c] bool, a subset of readable
-        return frames[keep[readable]], positions[keep]
+    def _decode(self, decoder: SequentialDecoder, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frames at plan `positions` that decode, and their positions; whole temporal groups only.
+
+        Frames are written straight into the chunk's array, so a chunk is never held twice.
+        """
+        out = np.empty((len(positions), self.video.height, self.video.width, 3), np.uint8)  # [c, H, W, 3]
+        kept: list[int] = []
+        for group in range(0, len(positions), self.frame_multiple):
+            members = positions[group : group + self.frame_multiple]
+            frames = [decoder.frame(int(self.plan.indices[position])) for position in members]
+            if all(frame is not None for frame in frames):
+                out[len(kept) : len(kept) + len(members)] = frames
+                kept.extend(members.tolist())
+        if len(kept) < len(positions):
+            out = out[: len(kept)].copy()  # a damaged chunk: give back the rows no frame filled
+        return out, np.array(kept, dtype=np.int64)
 
     def close(self) -> None:
-        """Stop before the next chunk (the reader lives inside `chunks` and goes with it)."""
+        """Stop before the next chunk (the decoder lives inside `chunks` and goes with it)."""
         self._closed = True
 
     def __enter__(self) -> FileSource:
