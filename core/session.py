@@ -164,6 +164,8 @@ class Session(Answering):
                 break
             self._streamer.add(chunk.frames, chunk.end_seconds, timestamps=chunk.timestamps)
             self._after_chunk(on_event)
+        if until is not None and self._stopped_at is None and self.state.asked_at > until:
+            self._stopped_at = until  # the source ended inside the moment's last frame: still asked at `until`
         timings = self.state.stats.timings
         timings["decode_wait_s"] = reader.decode_s  # time the model waited for frames
         timings["decode_s"] = float(getattr(reader.source, "decode_s", reader.decode_s))

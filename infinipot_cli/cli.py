@@ -14,6 +14,7 @@ import typer
 from infinipot_cli.ask import ask_command
 from infinipot_cli.chat import chat_command
 from infinipot_cli.compress import compress_command
+from infinipot_cli.eval import eval_command
 from infinipot_cli.failures import InfinipotCommand, InfinipotGroup, guarded
 from infinipot_cli.info import info_command
 from infinipot_cli.presets import presets_command
@@ -31,6 +32,7 @@ COMMANDS = {
     "info": info_command,
     "chat": chat_command,
     "presets": presets_command,
+    "eval": eval_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name, cls=InfinipotCommand)(guarded(_command))

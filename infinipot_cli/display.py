@@ -13,6 +13,7 @@ the cheap first chunks before the budget fills.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from infinipot_cli import console
@@ -120,16 +121,23 @@ class _Line:
     def __rich_console__(self, rich_console, options):
         from rich.text import Text
 
-        view = self.display.view
+        view, heading = self.display.view, self.display.heading
+        if heading is not None:
+            yield Text(heading(options.max_width), no_wrap=True, overflow="crop")
         yield Text(progress_line(view, options.max_width) if view else "", no_wrap=True, overflow="crop")
 
 
 class StreamDisplay:
-    """Shows a stream's events on stderr (nothing when `show` is False); a context manager."""
+    """Shows a stream's events on stderr (nothing when `show` is False); a context manager.
 
-    def __init__(self, show: bool, live_source: bool = False) -> None:
+    `heading(width)`, when given, is a line drawn above the progress line on a terminal (eval's
+    line over videos); `restart()` begins the next stream's progress (its ETA starts over).
+    """
+
+    def __init__(self, show: bool, live_source: bool = False, heading: Callable[[int], str] | None = None) -> None:
         self.show = show
         self.live_source = live_source
+        self.heading = heading
         self.terminal = show and console.err().is_terminal
         self.view: ProgressView | None = None
         self.meter = RateMeter()
@@ -198,6 +206,15 @@ class StreamDisplay:
                               refresh_per_second=4)
             self._live.start()
         self._live.refresh()
+
+    def restart(self) -> None:
+        """The next events belong to a new stream: its frames, pace and ETA start from nothing."""
+        self.view, self.meter, self._started, self._printed_at = None, RateMeter(), None, None
+
+    def refresh(self) -> None:
+        """Draw now (the heading, with the last progress line if any), without a new event."""
+        if self.terminal:
+            self._draw()
 
     def _plain(self, now: float) -> None:
         view = self.view
