@@ -20,9 +20,6 @@ from infinipot.errors import InfinipotError
 from infinipot_cli import console
 from infinipot_cli.flags import flagged
 
-TIME_TOLERANCE = 1e-3  # seconds: `moment()` rounds video time to milliseconds
-
-
 @dataclass(frozen=True)
 class Style:
     """How answers are shown: streamed token by token (argument questions), one line each (files), or not."""
@@ -100,27 +97,14 @@ class Answerer:
 def answer_over_stream(session, entries: list, answerer: Answerer, display, warnings,
                        on_streamed: Callable[[], None]) -> None:
     """Stream the opened source once, answering timed entries at their moments and the rest at the end."""
-    past_end: list = []
-    for moment in sorted({entry.time for entry in entries if entry.time is not None}):
-        group = [entry for entry in entries if entry.time == moment]
-        if past_end or not _reach(session, moment, display, warnings):
-            past_end += group
-            continue
+    from infinipot.moments import stops
+
+    for stop in stops(session, entries, display):
         display.pause()
-        answerer.ask(group)
-    session.stream(on_event=display)
-    display.pause()
-    warnings.report(session)
-    on_streamed()
-    answerer.ask([entry for entry in entries if entry.time is None])
-    answerer.ask(past_end, {"past_end": True})
-
-
-def _reach(session, moment: float, display, warnings) -> bool:
-    """Stream up to video time `moment`; False when the source ends before it."""
-    session.stream(until=moment, on_event=display)
-    warnings.report(session)
-    return session.moment()["asked_at"] >= moment - TIME_TOLERANCE
+        warnings.report(session)
+        if stop.kind == "end":
+            on_streamed()
+        answerer.ask(stop.entries, stop.flags)
 
 
 @contextmanager
