@@ -126,12 +126,12 @@ class EvalView:
         elif isinstance(event, Unanswered):
             console.warning_line(f"question {event.id} of {event.video} not answered: {flagged(event.message)}")
         elif isinstance(event, VideoFailed):
-            self.finished += 1
+            self.finished, self.current = self.finished + 1, None
             verb = "is" if event.questions == 1 else "are"
             questions = plural(event.questions, "question")
             console.warning_line(f"{flagged(event.message)}; its {questions} {verb} skipped")
         elif isinstance(event, VideoFinished):
-            self.finished += 1
+            self.finished, self.current = self.finished + 1, None
             for warning in event.report.warnings:
                 console.warning_line(f"{event.report.video}: {warning}")
             if self.show and not self.display.terminal:
@@ -195,7 +195,7 @@ def run_table(data: dict):
     table.add_row("questions", f"{data['questions']:,}: {data['answered']:,} answered ({data['answered_now']:,} in "
                   f"this run), {data['judge']:,} for a judge")
     table.add_row("skipped", f"{skipped['already_answered']:,} already answered, {skipped['malformed']:,} malformed")
-    table.add_row("failed", f"{failed['questions']:,} questions, {failed['videos']:,} videos")
+    table.add_row("failed", f"{plural(failed['questions'], 'question')}, {plural(failed['videos'], 'video')}")
     table.add_row("videos", f"{videos['done']:,} of {videos['total']:,} done in this run ({videos['from_cache']:,} "
                   f"from kept caches), {videos['done_before']:,} earlier")
     table.add_row("peak cached tokens", f"{data['peak_cached_tokens']:,}")
