@@ -15,6 +15,7 @@ from typing import Any
 from infinipot.adapters.base import PositionState
 from infinipot.answer import Answer
 from infinipot.budget import BudgetPlan
+from infinipot.timeline import Timeline
 
 TIMINGS = ("decode_s", "decode_wait_s", "encode_s", "prefill_s", "compress_s", "guidance_s")
 
@@ -65,6 +66,11 @@ class StreamState:
     turns: list[Answer] = field(default_factory=list)  # a conversation kept in the cache (chat)
     next_turn_start: int | None = None  # position of the next chat turn's first token
     source: dict[str, Any] = field(default_factory=dict)  # what was streamed (name, fingerprint, sampling)
+    timeline: Timeline | None = None  # video time of each temporal step (infinipot.timeline); made if None
+
+    def __post_init__(self) -> None:
+        if self.timeline is None:
+            self.timeline = Timeline(self.plan.frame_multiple / self.sample_fps, self.plan.frame_multiple)
 
     @property
     def prefix_len(self) -> int:
@@ -83,7 +89,7 @@ class StreamState:
             "position_mode": self.position_mode, "sample_fps": self.sample_fps, "start_seconds": self.start_seconds,
             "stats": self.stats.as_dict(), "policy_memory": self.policy_memory,
             "turns": [dataclasses.asdict(turn) for turn in self.turns], "next_turn_start": self.next_turn_start,
-            "source": self.source,
+            "source": self.source, "timeline": self.timeline.as_list(),
         }
 
     @classmethod
@@ -97,5 +103,5 @@ class StreamState:
             start_seconds=float(data.get("start_seconds", 0.0)), stats=StreamStats.from_dict(data["stats"]),
             policy_memory=dict(data.get("policy_memory") or {}),
             turns=[Answer(**turn) for turn in data.get("turns", [])], next_turn_start=data.get("next_turn_start"),
-            source=dict(data.get("source") or {}),
+            source=dict(data.get("source") or {}), timeline=Timeline.from_saved(data, positions.steps),
         )

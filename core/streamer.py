@@ -60,17 +60,22 @@ class Streamer:
         self.adapter.forward(self.adapter.embed_ids(prefix.ids), prefix.positions, self.cache.kv)
         self.cache.mark_prefix()
 
-    def add(self, frames: np.ndarray, end_seconds: float, encode: Encoder | None = None) -> None:
+    def add(self, frames: np.ndarray, end_seconds: float, encode: Encoder | None = None,
+            timestamps: np.ndarray | None = None) -> None:
         """Prefill whole temporal steps of frames (`[n, H, W, 3]`, n a multiple of the frame multiple).
 
         `encode(frames, positions)` replaces the adapter's own encoding (a shared one); it must
-        return what `adapter.encode` would and advance `positions` alike.
+        return what `adapter.encode` would and advance `positions` alike. `timestamps` (`[n]`
+        seconds, the source's) date the steps in the timeline; without them frames are evenly spaced.
         """
         state, plan, stats = self.state, self.state.plan, self.state.stats
         if plan.compress and self.cache.visual_tokens + self.incoming(len(frames)) > plan.budget_tokens:
             self.compress()
         timings = stats.timings
         start = time.perf_counter()
+        first_step = state.positions.steps
+        if timestamps is None:
+            timestamps = state.start_seconds + (stats.frames + np.arange(len(frames))) / state.sample_fps
         chunk = (encode or self.adapter.encode)(frames, state.positions)
         encoded = time.perf_counter()
         self.adapter.forward(chunk.embeds, chunk.positions, self.cache.kv, chunk.extras)
@@ -79,6 +84,7 @@ class Streamer:
         timings["prefill_s"] += time.perf_counter() - encoded
         stats.frames += len(frames)
         stats.video_seconds = max(stats.video_seconds, end_seconds - state.start_seconds)
+        state.timeline.record(first_step, np.asarray(timestamps)[:: plan.frame_multiple].tolist(), state.asked_at)
         stats.visual_tokens_seen += chunk.layout.tokens
         stats.peak_cached_tokens = max(stats.peak_cached_tokens, self.cache.visual_tokens)
 
@@ -130,7 +136,8 @@ class Streamer:
         return Checkpoint(self.cache.visual_tokens, copy.deepcopy(self.state.positions),
                           copy.deepcopy(self.state.stats))
 
-    def add_tentative(self, frames: np.ndarray, end_seconds: float, encode: Encoder | None = None) -> Checkpoint:
+    def add_tentative(self, frames: np.ndarray, end_seconds: float, encode: Encoder | None = None,
+                      timestamps: np.ndarray | None = None) -> Checkpoint:
         """Prefill `frames` so they can be answered from, returning how to take them back.
 
         A compression they need is done for good first: the whole chunk they belong to would
@@ -140,7 +147,7 @@ class Streamer:
         if plan.compress and self.cache.visual_tokens + self.incoming(len(frames)) > plan.budget_tokens:
             self.compress()
         saved = self.checkpoint()
-        self.add(frames, end_seconds, encode)
+        self.add(frames, end_seconds, encode, timestamps)
         return saved
 
     def roll_back(self, saved: Checkpoint) -> None:
@@ -148,4 +155,5 @@ class Streamer:
         self.cache.drop_visual_after(saved.visual_tokens)
         self.state.positions = saved.positions
         self.state.stats = saved.stats
+        self.state.timeline.cut(saved.positions.steps, self.state.asked_at)
         self.state.stats.peak_cached_tokens = peak  # the cache really held them
