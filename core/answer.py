@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -11,3 +12,4 @@ class Answer:
     text: str
     tokens: int  # generated tokens, the stop token not counted
     seconds: float  # time spent generating
+    evidence: Any = None  # infinipot.evidence.Evidence when asked with `evidence=True`; never saved

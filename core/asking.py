@@ -7,6 +7,7 @@ turn stays in the cache; `reset` forgets the conversation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -20,24 +21,43 @@ class Answering:
     """The asking half of a Session (it needs `model`, `cache` and `state`)."""
 
     def ask(self, question: str, *, max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None,
-            on_text: Callable[[str], None] | None = None) -> Answer:
-        """Answer one question from the video cache alone (a conversation in progress is forgotten first)."""
+            on_text: Callable[[str], None] | None = None, evidence: bool = False) -> Answer:
+        """Answer one question from the video cache alone (a conversation in progress is forgotten first).
+
+        `evidence=True` also finds the moments the question and answer attended to most
+        (`answer.evidence`, infinipot.evidence); the answer is the same either way.
+        """
         self._ready_to_answer(question, max_new_tokens, temperature)
         self.reset()
         adapter = self.model.adapter
         prompt = adapter.question(question, self.state.positions)
         self._check_room(prompt.ids.shape[1], int(prompt.positions.max()), max_new_tokens)
         length = self.cache.seq_length()
-        done = Generated()
         try:
-            return collect(question, generate(adapter, self.cache.kv, prompt, max_new_tokens, temperature, seed, done),
-                           done, on_text)
+            return self._answer(question, prompt, max_new_tokens, temperature, seed, on_text, evidence, Generated())
         finally:
             self.cache.truncate(length)
 
+    def _answer(self, question: str, prompt, max_new_tokens: int, temperature: float, seed: int | None,
+                on_text: Callable[[str], None] | None, evidence: bool, done: Generated) -> Answer:
+        """Generate the answer to `prompt` (left in the cache); with `evidence`, measured before it is cut."""
+        adapter, first = self.model.adapter, self.cache.seq_length()
+        pieces = generate(adapter, self.cache.kv, prompt, max_new_tokens, temperature, seed, done)
+        if not evidence:
+            return collect(question, pieces, done, on_text)
+        from infinipot.evidence import AttentionRecorder, measure
+
+        with AttentionRecorder(adapter.model.model.language_model.layers) as recorder:
+            answer = collect(question, pieces, done, on_text)
+        found = measure(recorder, self.cache, self.state.timeline, first, answer.seconds)
+        return dataclasses.replace(answer, evidence=found)
+
     def chat(self, question: str, *, max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None,
-             on_text: Callable[[str], None] | None = None) -> Answer:
-        """Answer `question` after the earlier turns and keep this turn in the cache (`reset` forgets them)."""
+             on_text: Callable[[str], None] | None = None, evidence: bool = False) -> Answer:
+        """Answer `question` after the earlier turns and keep this turn in the cache (`reset` forgets them).
+
+        `evidence` as for `ask`; the conversation keeps the turn without it.
+        """
         self._ready_to_answer(question, max_new_tokens, temperature)
         adapter, state = self.model.adapter, self.state
         if state.turns:
@@ -49,10 +69,9 @@ class Answering:
         done = Generated()
         kept = False
         try:
-            answer = collect(question, generate(adapter, self.cache.kv, prompt, max_new_tokens, temperature, seed,
-                                                done), done, on_text)
+            answer = self._answer(question, prompt, max_new_tokens, temperature, seed, on_text, evidence, done)
             # The stop token is not in the cache: the next turn's prompt closes the answer.
-            state.turns.append(answer)
+            state.turns.append(dataclasses.replace(answer, evidence=None))
             state.next_turn_start, kept = done.next_position, True
             return answer
         finally:
@@ -80,12 +99,16 @@ class Answering:
             self.cache.truncate(length)
 
     def moment(self) -> dict:
-        """Where the stream stands, for a result: video time reached, frames and cached tokens."""
+        """Where the stream stands, for a result: video time reached, frames, cached tokens, the video span the
+        cache covers and the share of each part of the video it still holds (infinipot.retention)."""
         if self.state is None:
             return {}
+        from infinipot.retention import context_of
+
         stats = self.state.stats
         at = self._stopped_at if self._stopped_at is not None else self.state.asked_at
-        return {"asked_at": round(float(at), 3), "frames_seen": stats.frames, "cached_tokens": self.cache.visual_tokens}
+        return {"asked_at": round(float(at), 3), "frames_seen": stats.frames, "cached_tokens": self.cache.visual_tokens,
+                **context_of(self)}
 
     def _ready_to_answer(self, question: str, max_new_tokens: int, temperature: float) -> None:
         if not question.strip():

@@ -70,6 +70,8 @@ class Answerer:
             console.warning_line(f"question {entry.id} not answered: {message}")
             return
         record = score(entry, answer, moment).record()
+        if answer.evidence is not None:
+            record["evidence"] = answer.evidence.as_dict()
         if self.log is not None:
             self.log.write(record)
         self.accuracy.add_record(record)
@@ -78,10 +80,14 @@ class Answerer:
             from infinipot_cli.render import result_line
 
             console.out().print(result_line(record), soft_wrap=True)
+        if "evidence" in record and (self.style.lines or self.style.stream_text):
+            from infinipot_cli.render import evidence_block
+
+            console.out().print(evidence_block(record["evidence"], record), soft_wrap=True, markup=False)
 
     def _generate(self, entry):
         options = {"max_new_tokens": self.answer.max_new_tokens, "temperature": self.answer.temperature,
-                   "seed": self.answer.seed}
+                   "seed": self.answer.seed, "evidence": self.answer.evidence}
         if not self.style.stream_text:
             return self.session.ask(entry.prompt, **options)
         out = console.out()

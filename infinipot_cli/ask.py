@@ -18,7 +18,8 @@ from infinipot.errors import InfinipotError
 from infinipot_cli import console
 from infinipot_cli.answering import Answerer, Style, answer_over_stream, interrupt_note, report_problems
 from infinipot_cli.display import StreamDisplay
-from infinipot_cli.flags import ANSWER, STREAM, with_flags
+from infinipot_cli.flags import ANSWER, STREAM, map_option, with_flags
+from infinipot_cli.info import check_map, write_map
 from infinipot_cli.opening import Inputs, Source, Warnings, closing, load_cache, open_video, run_inputs, same_file
 from infinipot_cli.render import format_bytes, session_stats, summary_line
 
@@ -55,6 +56,7 @@ def ask_command(
         show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with answers and stats.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; answers only.")] = False,
+    map_path: Annotated[Path | None, map_option()] = None,
     *, stream: Any, answer: Any,
 ) -> None:
     """Answer each QUESTION about VIDEO (streamed under a fixed cache budget) or from a saved CACHE.
@@ -68,6 +70,7 @@ def ask_command(
     batch = _questions(questions or [], questions_file)
     inputs = run_inputs(origin, stream, the_question_file=questions_file)
     _check_outputs(origin, batch, inputs, output, save_cache)
+    check_map(map_path, [path for path, _ in inputs.paths], output, save_cache)
     batch.log, batch.entries, batch.earlier = _resume(output, overwrite, batch.entries)
     if not batch.entries and save_cache is None:
         console.note(f"all the questions are already answered in {output}: nothing to do (--overwrite starts over)")
@@ -80,6 +83,10 @@ def ask_command(
         try:
             with closing(session):
                 report = _answer(session, origin, batch, style, answer, display, save_cache, show)
+                if map_path is not None:
+                    from infinipot.retention import retention_of
+
+                    write_map(retention_of(session), map_path, quiet=not show)
         finally:
             if batch.log is not None:
                 batch.log.close()

@@ -119,9 +119,10 @@ def _turn(chat: Chat, question: str) -> None:
     out = console.out()
     out.print("[bold]A:[/bold] ", end="")
     options = {"max_new_tokens": chat.answer.max_new_tokens, "temperature": chat.answer.temperature,
-               "seed": chat.answer.seed}
+               "seed": chat.answer.seed, "evidence": chat.answer.evidence}
     try:
-        chat.session.chat(question, **options, on_text=lambda piece: out.print(piece, end="", markup=False))
+        answer = chat.session.chat(question, **options,
+                                   on_text=lambda piece: out.print(piece, end="", markup=False))
     except KeyboardInterrupt as error:  # the turn is dropped from the cache; the conversation goes on
         if not by_user(error):
             raise
@@ -130,6 +131,10 @@ def _turn(chat: Chat, question: str) -> None:
         console.note("interrupted: this answer was dropped (Ctrl-C again at the prompt leaves)")
         return
     out.print()
+    if answer.evidence is not None:
+        from infinipot_cli.render import evidence_block
+
+        out.print(evidence_block(answer.evidence.as_dict(), chat.session.moment()), soft_wrap=True, markup=False)
 
 
 def _command(line: str, chat: Chat) -> bool:

@@ -111,7 +111,19 @@ ANSWER_FLAGS: tuple[Flag, ...] = (
     Flag("temperature", "--temperature", float, "0 answers greedily; above 0 samples.", "temperature", "T",
          target="answer", default=0.0, minimum=0, parse=_finite),
     Flag("seed", "--seed", int, "Random seed for sampling.", "seed", "N", target="answer"),
+    Flag("evidence", "--evidence", bool, "Show under each answer the moments of the video its question and answer "
+         "attended to most (times, frames, share of the attention; where the model looked, not proof); the "
+         "answer is the same.", "evidence", target="answer", default=False),
 )
+
+MAP_HELP = ("Also draw what the cache kept into this PNG file: video time across, layers up, the share of "
+            "visual tokens kept as colour (needs matplotlib: pip install infinipot[plots]).")
+
+
+def map_option() -> Any:
+    """`--map FILE`, the same on every command that has a cache to draw."""
+    return typer.Option("--map", metavar="PNG", help=MAP_HELP, show_default=False)
+
 
 FLAG_OF: dict[str, str] = {flag.setting: flag.option for flag in (*STREAM_FLAGS, *ANSWER_FLAGS) if flag.setting}
 _BACKTICKED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")

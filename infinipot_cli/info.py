@@ -8,11 +8,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from infinipot.errors import InfinipotError
+
 from infinipot_cli import console
-from infinipot_cli.render import format_bytes, format_seconds, header_stats, summary_line
+from infinipot_cli.flags import map_option
+from infinipot_cli.render import (
+    format_bytes, format_moment, format_seconds, format_width, header_stats, kept_strip, summary_line,
+)
 
 if TYPE_CHECKING:
     from rich.panel import Panel
+
+TEXT_BINS = 30  # a short video's kept-share line has at most this many bins (a long one: one per minute)
 
 
 def info_command(
@@ -21,22 +28,72 @@ def info_command(
         show_default=False)],
     check: Annotated[bool, typer.Option("--verify", help="Also read every tensor and check its checksum.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata and stats as JSON.")] = False,
+    map_path: Annotated[Path | None, map_option()] = None,
 ) -> None:
-    """Show a cache file's model, policy, video, sampling, coverage and the visual tokens kept per layer."""
+    """Show a cache file's model, policy, video, sampling, coverage, the visual tokens kept per layer and the
+    share of each minute of video still cached."""
     from infinipot.cache_file import verify
     from infinipot.cache_header import read_header
+    from infinipot.retention import retention_of_file
 
+    check_map(map_path, [cache])
     header = verify(cache) if check else read_header(cache)
     stats = header_stats(header.meta)
+    retention = retention_of_file(header)
+    if map_path is not None:
+        write_map(retention, map_path, quiet=as_json)
     if as_json:
-        meta = {key: value for key, value in header.meta.items() if key != "tensors"}
+        meta = {key: value for key, value in header.meta.items() if key not in ("tensors", "state")}
+        state = {key: value for key, value in header.meta["state"].items() if key != "timeline"}
         print(json.dumps({"path": str(cache), "size_bytes": header.size_bytes, "verified": check, "stats": stats,
-                          **meta}, indent=2, ensure_ascii=False))
+                          "retention": retention_record(retention), **meta, "state": state},
+                         indent=2, ensure_ascii=False))
         return
-    console.out().print(info_panel(header, check, stats))
+    console.out().print(info_panel(header, check, stats, retention))
 
 
-def info_panel(header, verified: bool, stats: dict) -> Panel:
+def check_map(path: Path | None, inputs: list[Path], *others: Path | None) -> None:
+    """Before any work: `--map` is writable, is no input or other output of the run, and maps can be drawn."""
+    if path is None:
+        return
+    from infinipot.file_io import check_writable
+    from infinipot.plots import require_matplotlib
+
+    from infinipot_cli.opening import same_file
+
+    for other in [*inputs, *others]:
+        if other is not None and same_file(path, Path(other)):
+            raise InfinipotError(f"--map {path} is also {other}, read or written by this run: choose another file name")
+    check_writable(path, "--map")
+    require_matplotlib()
+
+
+def write_map(retention, path: Path, quiet: bool = False) -> None:
+    """Draw `retention` into `path` (PNG) and say so."""
+    from infinipot.plots import draw_retention_map
+
+    draw_retention_map(retention, path)
+    if not quiet:
+        console.note(f"wrote the retention map {path}")
+
+
+def text_bin(retention) -> float:
+    """A minute, or for a video under half an hour a round width giving at most TEXT_BINS bins."""
+    from infinipot.retention import nice_bin
+
+    return min(60.0, nice_bin(retention.duration(), TEXT_BINS, retention.timeline.step_seconds))
+
+
+def retention_record(retention) -> dict:
+    """The kept share per time bin (mean over layers) and the span the cache covers, for --json."""
+    width = text_bin(retention)
+    span = retention.span()
+    return {"cache_span": None if span is None else [round(span[0], 3), round(span[1], 3)], "bin_seconds": width,
+            "kept_share": [part.as_dict() for part in retention.overall(width)],
+            "merged_per_layer": retention.merged}
+
+
+def info_panel(header, verified: bool, stats: dict, retention=None) -> Panel:
     from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
@@ -44,7 +101,7 @@ def info_panel(header, verified: bool, stats: dict) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
-    for label, value in _rows(header, verified, stats):
+    for label, value in _rows(header, verified, stats) + _retention_rows(retention):
         grid.add_row(label, escape(value))
     return Panel(grid, title=f"[bold]{escape(header.path.name)}[/bold]", title_align="left", expand=False)
 
@@ -82,6 +139,19 @@ def _rows(header, verified: bool, stats: dict) -> list[tuple[str, str]]:
         rows.append(("conversation", f"{len(state['turns'])} turns kept "
                      f"({layout['seq_length'] - layout['video_length']} tokens)"))
     return rows
+
+
+def _retention_rows(retention) -> list[tuple[str, str]]:
+    """The span the cache covers and one character per minute (or shorter bin) of video: its kept share."""
+    if retention is None or retention.steps == 0:
+        return []
+    span, width = retention.span(), text_bin(retention)
+    bins = [part.as_dict() for part in retention.overall(width)]
+    held = f"{format_moment(span[0])}–{format_moment(span[1])}" if span else "nothing"
+    return [("time held", f"{held} of {format_moment(retention.timeline.starts[0])}–"
+             f"{format_moment(retention.timeline.end(retention.steps - 1))} streamed"),
+            (f"kept per {format_width(width)}", f"{kept_strip(bins)}  (▁ under 1/8 of a bin's visual tokens … "
+             "█ all, mean over layers; · no video)")]
 
 
 def _sampling(source: dict, sample_fps: float) -> str:

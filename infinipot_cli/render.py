@@ -130,3 +130,52 @@ def accuracy_table(accuracy) -> Table:
     table.add_row("[bold]overall[/bold]", "", str(overall.correct), str(overall.total),
                   f"[bold]{overall.accuracy:.1%}[/bold]")
     return table
+
+
+SHADES = "▁▂▃▄▅▆▇█"
+
+
+def format_moment(seconds: float) -> str:
+    """1:02:03.5 / 2:03.5: video time to a tenth of a second (whole seconds drop the tenth)."""
+    tenths = int(round(seconds * 10))
+    whole, tenth = divmod(tenths, 10)
+    return format_seconds(whole) + (f".{tenth}" if tenth else "")
+
+
+def kept_strip(bins: list[dict]) -> str:
+    """One character per time bin, as tall as the share of its visual tokens kept (· where no video was read)."""
+    return "".join("·" if part["kept"] is None else SHADES[min(len(SHADES) - 1, int(part["kept"] * len(SHADES)))]
+                   for part in bins)
+
+
+def kept_line(context: dict) -> str:
+    """`cache holds 0:00–10:00, kept per 1 min ▁▂█` from a result's `cache_span` and `kept_share`."""
+    span, bins = context.get("cache_span"), context.get("kept_share") or []
+    if not span or not bins:
+        return "cache holds no video"
+    width = bins[0]["end"] - bins[0]["start"]
+    return (f"cache holds {format_moment(span[0])}–{format_moment(span[1])}; kept per {format_width(width)}: "
+            f"{kept_strip(bins)}")
+
+
+def format_width(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def evidence_block(evidence: dict, context: dict) -> str:
+    """The lines shown under an answer: its moments with times, frames and shares, the cost, what the cache held."""
+    lines = [f"  evidence: {evidence['video_share']:.0%} of the question's and answer's attention fell on the "
+             f"video ({evidence['seconds']:.2f} s, {evidence['answer_share']:.0%} of the answer time); the most:"]
+    for moment in evidence["moments"]:
+        frames = (f"frame {moment['first_frame']}" if moment["first_frame"] == moment["last_frame"]
+                  else f"frames {moment['first_frame']}–{moment['last_frame']}")
+        lines.append(f"    {format_moment(moment['start'])}–{format_moment(moment['end'])}  {frames}  "
+                     f"{moment['share']:.0%}")
+    if not evidence["moments"]:
+        lines.append("    (no cached video token received attention)")
+    lines.append(f"  {kept_line(context)}")
+    return "\n".join(lines)
