@@ -3,14 +3,15 @@
 On one synthetic 1920x1080, 30 fps H.264 file (libx264 through PyAV, 60 s), each round runs:
   decode   frames sampled at --fps, decoded by the file source and kept;
   model    those frames streamed through a Session (resize, encode, prefill, compress), no decoding;
-  overlap  the file streamed through a Session, `Prefetched` decoding two chunks ahead in a thread;
+  overlap  the file streamed through a Session, whose `Prefetched` worker decodes two chunks ahead;
   idle     the same overlap with a model that only sleeps as long as the model took (as a model on
            a GPU leaves the CPU to decoding): what remains is the cost of the overlap machinery.
 Prints each round's overlap / max(decode, model) and the median round's times. Target: <= 1.15
 where decode and model take about as long; the model's frame size (--max-pixels, default 448x448
 for the tiny random Qwen2.5-VL) is chosen for that. On a CPU both share the cores, so each gets
-one thread by default (--threads): on 2 cores, one for decord and one for torch. Timings swing
-with whatever else runs on the machine; compare rounds, and read the idle line.
+one thread by default (--threads): on 2 cores, one for FFmpeg's decoder (PyAV, decoding in order
+in the worker thread, nothing further ahead than `Prefetched` asks) and one for torch. Timings
+swing with whatever else runs on the machine; compare rounds, and read the idle line.
 
     python bench/overlap.py                 # ~2 minutes on 2 CPU cores (the first run writes the video)
     python bench/overlap.py --device cuda --threads 4 --max-pixels 1003520
@@ -100,13 +101,12 @@ def measure(args: argparse.Namespace, video: Path) -> list[dict]:
         decode_s, chunks = timed(lambda: list(source().chunks(chunk_frames)))
         model_s, stats = timed(lambda: session().stream(Decoded(source().info, chunks)))
         del chunks
-        prefetched = Prefetched(source(), depth=2)
-        overlap_s, overlapped = timed(lambda: session().stream(prefetched))
+        overlap_s, overlapped = timed(lambda: session().stream(source()))  # the Session prefetches files itself
         assert overlapped.frames == stats.frames, "the overlapped stream must see the same frames"
         idle_s = timed(lambda: idle_model(source(), chunk_frames, model_s / stats.frames))[0]
         rounds.append(dict(decode=decode_s, model=model_s, overlap=overlap_s, idle=idle_s, frames=stats.frames,
-                           chunk_frames=chunk_frames, worker_decode=prefetched.decode_s, wait=prefetched.wait_s,
-                           ratio=overlap_s / max(decode_s, model_s)))
+                           chunk_frames=chunk_frames, worker_decode=overlapped.timings["decode_s"],
+                           wait=overlapped.timings["decode_wait_s"], ratio=overlap_s / max(decode_s, model_s)))
     return rounds
 
 

@@ -1,4 +1,4 @@
-"""Sequential decoding with PyAV: the same frames on every run, seeks that change nothing, damage, containers, silence."""
+"""Sequential decoding with PyAV: the same frames every run, seeks that change nothing, damage, containers, silence."""
 
 from __future__ import annotations
 

@@ -283,11 +283,14 @@ class CountingSource:
         self.closed = True
 
 
-def decode_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "infinipot-decode"]
+@pytest.fixture
+def decode_threads():
+    """The decoding threads started during this test (other tests' sessions may leave theirs running)."""
+    before = set(threading.enumerate())
+    return lambda: [t for t in threading.enumerate() if t.name == "infinipot-decode" and t not in before]
 
 
-def test_prefetched_gives_the_same_chunks_in_order(clip: Path) -> None:
+def test_prefetched_gives_the_same_chunks_in_order(clip: Path, decode_threads) -> None:
     expected = list(open_source(clip, fps=2.0).chunks(8))
     source = Prefetched(open_source(clip, fps=2.0))
     assert source.info.frames_total == 120
@@ -326,7 +329,7 @@ def test_prefetched_overlaps_decoding_with_the_consumer() -> None:
     assert source.wait_s < 0.5 * source.decode_s  # most decoding happened while the consumer worked
 
 
-def test_closing_mid_stream_stops_the_worker_within_a_second() -> None:
+def test_closing_mid_stream_stops_the_worker_within_a_second(decode_threads) -> None:
     fake = CountingSource(total=1000, decode_s=0.01)
     source = Prefetched(fake, depth=2)
     chunks = source.chunks(2)
@@ -338,7 +341,7 @@ def test_closing_mid_stream_stops_the_worker_within_a_second() -> None:
     assert fake.closed and fake.made < 10
 
 
-def test_dropping_the_iterator_stops_the_worker() -> None:
+def test_dropping_the_iterator_stops_the_worker(decode_threads) -> None:
     fake = CountingSource(total=1000, decode_s=0.01)
     chunks = Prefetched(fake, depth=2).chunks(2)
     next(chunks)
@@ -350,7 +353,7 @@ def test_dropping_the_iterator_stops_the_worker() -> None:
     assert not any(t.is_alive() for t in decode_threads()) and fake.closed
 
 
-def test_keyboard_interrupt_in_the_consumer_stops_the_worker() -> None:
+def test_keyboard_interrupt_in_the_consumer_stops_the_worker(decode_threads) -> None:
     fake = CountingSource(total=1000, decode_s=0.01)
     source = Prefetched(fake, depth=2)
 
@@ -366,7 +369,7 @@ def test_keyboard_interrupt_in_the_consumer_stops_the_worker() -> None:
     assert not any(t.is_alive() for t in decode_threads()) and fake.closed
 
 
-def test_worker_errors_are_raised_in_the_consumer_as_they_were() -> None:
+def test_worker_errors_are_raised_in_the_consumer_as_they_were(decode_threads) -> None:
     source = Prefetched(CountingSource(total=10, fail_at=3))
     seen = []
     with pytest.raises(InfinipotError, match="chunk 3 is broken"):
