@@ -18,6 +18,7 @@ from infinipot_cli.eval import eval_command
 from infinipot_cli.failures import InfinipotCommand, InfinipotGroup, guarded
 from infinipot_cli.info import info_command
 from infinipot_cli.presets import presets_command
+from infinipot_cli.watch import watch_command
 
 ABOUT = "Ask questions about videos of any length under a fixed KV-cache memory budget (InfiniPot-V)."
 
@@ -33,6 +34,7 @@ COMMANDS = {
     "chat": chat_command,
     "presets": presets_command,
     "eval": eval_command,
+    "watch": watch_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name, cls=InfinipotCommand)(guarded(_command))

@@ -94,6 +94,9 @@ STREAM_FLAGS: tuple[Flag, ...] = (
          parse=parse_seconds),
     Flag("duration", "--duration", str, "How much to read (90, 10m, 1h); for a live source, when to stop.",
          "duration", "TIME", target="open", parse=parse_seconds),
+    Flag("stall_timeout", "--stall-timeout", str, "A live source that sends no frame for this long ends the stream "
+         "(what was built is kept and answered from; default 30s).", "stall_timeout", "TIME", target="open",
+         parse=parse_seconds),
     Flag("max_frames", "--max-frames", int, "Read at most this many frames (evenly spread).", "max_frames", "N",
          target="open", minimum=1),
     Flag("positions", "--positions", str, "original | compact: how kept tokens are positioned (default: the "
