@@ -48,8 +48,9 @@ class EvalSummary:
     failed: list[dict] = field(default_factory=list)  # questions not answered: video, id, message
     video_failures: list[dict] = field(default_factory=list)  # videos missing or unreadable: video, message
     reports: list[VideoReport] = field(default_factory=list)
-    loading_seconds: float = 0.0
+    loading_seconds: float = 0.0  # over Ray: the slowest worker's start (they load side by side)
     started: float = field(default_factory=time.perf_counter)
+    ray: dict | None = None  # over Ray (infinipot.eval_ray): the cluster and each worker's videos
 
     def add_record(self, record: dict) -> None:
         """Count one result (this run's, or an earlier run's read back from the log)."""
@@ -96,4 +97,5 @@ class EvalSummary:
                         "per_video": None if self.seconds_per_video is None else round(self.seconds_per_video, 3)},
             "per_video": [asdict(report) for report in self.reports],
             "failures": self.failed, "video_failures": self.video_failures, "malformed": self.malformed,
+            **({"ray": self.ray} if self.ray is not None else {}),
         }
