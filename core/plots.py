@@ -54,7 +54,7 @@ def draw_retention_map(retention: RetentionMap, path: str | Path, title: str | N
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     colours = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")
-    image = axes.imshow(share.numpy(), aspect="auto", origin="lower", interpolation="nearest", cmap=colours,
+    image = axes.imshow(share, aspect="auto", origin="lower", interpolation="nearest", cmap=colours,
                         vmin=0.0, vmax=1.0, extent=(edges[0][0], edges[-1][1], -0.5, retention.layers - 0.5))
     axes.set_xlabel("video time")
     axes.set_ylabel("layer")

@@ -248,3 +248,24 @@ def test_chat_evidence_prints_moments_after_each_answer(short_video):
                     input="What is shown?\n/exit\n")
     assert result.exit_code == 0, result.output
     assert result.output.count("  evidence:") == 1 and "  cache holds 0:00–0:20" in result.output
+
+
+def test_eval_evidence_writes_moments_before_each_questions_moment(tmp_path):
+    from infinipot.synthetic import write_test_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_test_video(videos / "one.mp4", seconds=12, fps=2)
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(item) for item in (
+        {"id": "early", "video": "one.mp4", "question": "What moved?", "time": 5},
+        {"id": "end", "video": "one.mp4", "question": "And at the end?"})))
+    output = tmp_path / "results.jsonl"
+    result = invoke("eval", questions, "--videos", videos, "-o", output, *TINY_CLI, "--max-new-tokens", "2",
+                    "--evidence", "--json")
+    assert result.exit_code == 0, result.output
+    records = {record["id"]: record for record in map(json.loads, output.read_text().splitlines())}
+    for record in records.values():
+        assert record["evidence"]["moments"]
+        assert all(moment["end"] <= record["asked_at"] + 1e-9 for moment in record["evidence"]["moments"])
+    assert records["early"]["cache_span"][1] <= 5.0 < records["end"]["cache_span"][1] == 12.0

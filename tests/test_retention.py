@@ -7,11 +7,12 @@ markers are not visual tokens), live and read back from a cache file without a m
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
 
 from helpers import ALL_FAMILIES, TINY_CLI, assert_one_line_error, frames, invoke, invoke_json, session
 from infinipot.cache_header import read_header
@@ -49,11 +50,11 @@ def test_the_maps_counts_equal_the_layouts_live_and_from_the_file(models, family
     retention = retention_of(stream)
     steps = stream.state.positions.steps
     assert retention.counts.tolist() == plain_counts(stream.cache.layouts, steps)
-    assert retention.counts.sum(dim=1).tolist() == [  # every visual token counted once
+    assert retention.counts.sum(axis=1).tolist() == [  # every visual token counted once
         int((~layout.marker & ~layout.merged).sum()) for layout in stream.cache.layouts]
     stream.save(tmp_path / "gap.ipv")
     read = retention_of_file(read_header(tmp_path / "gap.ipv"))
-    assert torch.equal(read.counts, retention.counts) and read.merged == retention.merged
+    assert np.array_equal(read.counts, retention.counts) and read.merged == retention.merged
     assert list(read.timeline.starts) == list(retention.timeline.starts) and read.timeline.until == 147.0
     assert (read.kv_heads, read.tokens_per_step, read.budget_tokens) == (retention.kv_heads,
                                                                          retention.tokens_per_step, 96)
@@ -64,15 +65,15 @@ def test_time_bins_share_and_skipped_video(models):
     retention = retention_of(stream)
     edges, share = retention.bins(5.0)
     assert edges[0] == (100.0, 105.0) and edges[-1] == (145.0, 147.0)
-    per_step = retention.counts.double() / (retention.kv_heads * retention.tokens_per_step)
+    per_step = retention.counts / (retention.kv_heads * retention.tokens_per_step)
     starts = list(retention.timeline.starts)
     for index, (low, high) in enumerate(edges):
         inside = [step for step, start in enumerate(starts) if low <= start < high or (index == len(edges) - 1
                                                                                         and start >= low)]
         if not inside:  # 108 .. 114 were never streamed
-            assert torch.isnan(share[:, index]).all() and low >= 105.0 and high <= 115.0
+            assert np.isnan(share[:, index]).all() and low >= 105.0 and high <= 115.0
             continue
-        assert torch.allclose(share[:, index], per_step[:, inside].mean(dim=1))
+        assert np.allclose(share[:, index], per_step[:, inside].mean(axis=1))
     overall = retention.overall(5.0)
     assert overall[2].kept is None and overall[-1].kept == pytest.approx(float(share[:, -1].mean()))
     assert retention.span() == (100.0, 147.0)  # the recent frames are kept whole; the first is held somewhere
@@ -96,15 +97,15 @@ def test_a_long_stream_is_drawn_in_bins(tmp_path):
     steps = 3000  # 100 minutes at 2 s a step: more steps than columns
     timeline = Timeline(2.0, 2)
     timeline.record(0, [2.0 * step for step in range(steps)], until=6000.0)
-    counts = torch.randint(0, 13, (4, steps))
+    counts = np.random.RandomState(0).randint(0, 13, (4, steps))
     retention = RetentionMap(counts, [0] * 4, 2, 6, timeline, 6000, "infinipot", "long.mp4")
     width = nice_bin(retention.duration(), 400, 2.0)
     edges, share = retention.bins(width)
     assert width == 15.0 and len(edges) == 400
-    in_bin = torch.tensor([sum(1 for step in range(steps) if int(2.0 * step // width) == k) for k in range(400)])
+    in_bin = np.array([sum(1 for step in range(steps) if int(2.0 * step // width) == k) for k in range(400)])
     assert in_bin.tolist()[:4] == [8, 7, 8, 7]  # steps at 0, 2, ..., 14 | 16, ..., 28 | ...
     tokens = share * in_bin * 2 * 6  # back to counts: share x steps x heads x tokens a step
-    assert torch.allclose(tokens.sum(dim=1), counts.sum(dim=1).double())
+    assert np.allclose(tokens.sum(axis=1), counts.sum(axis=1))
     draw_retention_map(retention, tmp_path / "long.png")
 
 
@@ -167,3 +168,13 @@ def test_a_map_over_an_input_is_refused_before_any_work(short_video, tmp_path):
     assert_one_line_error(result, "--map", "choose another file name")
     result = invoke("ask", short_video, "What?", *TINY_CLI, "--map", short_video)
     assert_one_line_error(result, "--map", "choose another file name")
+
+
+def test_info_shows_the_kept_share_without_importing_torch(short_video, tmp_path):
+    cache = tmp_path / "short.ipv"
+    assert invoke("compress", short_video, "-o", cache, *TINY_CLI, "-q").exit_code == 0
+    code = ("import sys; from infinipot_cli.app import main; sys.argv = ['infinipot', 'info', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(cache)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert "kept per 2 s" in done.stdout and done.stdout.strip().endswith("False"), done.stdout + done.stderr
