@@ -159,17 +159,32 @@ class Evaluation:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem)[:60] or "video"
         return self.cache_dir / f"{stem}-{key}{CACHE_SUFFIX}"
 
+    @classmethod
+    def worker(cls, settings, *, model, cache_dir: str | Path | None = None, ask_options: dict | None = None,
+               open_options: dict | None = None) -> Evaluation:
+        """An evaluation with no questions of its own and no log, that streams videos planned elsewhere
+        (`video_events`): what a Ray worker holds (infinipot.eval_ray); the driver writes the results."""
+        from infinipot.questions import QuestionFile
+
+        return cls(QuestionFile(Path(""), [], []), ".", settings, model=model, cache_dir=cache_dir,
+                   ask_options=ask_options, open_options=open_options)
+
     # --- the run -------------------------------------------------------------------------------
     def run(self, on_event: Callable | None = None) -> Iterator[EvalEvent]:
         """Go over the videos, yielding events as they come; `on_event` gets each stream's Progress
         and Loading events (what `Session.stream` reports), for a progress display."""
-        on_event = self._timing_loads(on_event)
         total = len(self.videos)
         for index, video in enumerate(self.videos, start=1):
-            if video.path is None:
-                yield self._count(VideoFailed(index, total, video.name, self._missing(video), len(video.entries)))
-                continue
-            yield from self._video(index, total, video, on_event)
+            yield from self.video_events(index, total, video, on_event)
+
+    def video_events(self, index: int, total: int, video: VideoPlan,
+                     on_event: Callable | None = None) -> Iterator[EvalEvent]:
+        """One video's events, as `run` yields them (counted in `summary`): a missing video's failure, or
+        its stream and answers. A Ray worker runs each video it is sent this way."""
+        if video.path is None:
+            yield self.count(VideoFailed(index, total, video.name, self._missing(video), len(video.entries)))
+            return
+        yield from self._video(index, total, video, self._timing_loads(on_event))
 
     def _missing(self, video: VideoPlan) -> str:
         if not video.name:
@@ -186,22 +201,22 @@ class Evaluation:
         try:
             session = self._session(video, from_cache, on_event)
         except InfinipotError as error:
-            yield self._count(VideoFailed(index, total, video.name, _cannot_read(video, error), len(video.entries)))
+            yield self.count(VideoFailed(index, total, video.name, _cannot_read(video, error), len(video.entries)))
             return
-        yield self._count(VideoStarted(index, total, video, from_cache))
+        yield self.count(VideoStarted(index, total, video, from_cache))
         try:
             failure = yield from self._answer(session, video, report, from_cache, kept, on_event)
         finally:
             session.close()
         if failure is not None:
-            yield self._count(VideoFailed(index, total, video.name, failure, report.questions - report.answered
-                                          - report.failed))
+            yield self.count(VideoFailed(index, total, video.name, failure, report.questions - report.answered
+                                         - report.failed))
             return
         stats = session.state.stats
         report.frames, report.peak_cached_tokens = stats.frames, stats.peak_cached_tokens
         report.warnings += [w for w in session.warnings if w not in report.warnings]
         report.seconds = round(time.perf_counter() - started - (self.summary.loading_seconds - loading), 3)
-        yield self._count(VideoFinished(index, total, report))
+        yield self.count(VideoFinished(index, total, report))
 
     def _answer(self, session, video: VideoPlan, report: VideoReport, from_cache: bool, kept: bool,
                 on_event: Callable) -> Iterator[EvalEvent]:
@@ -220,7 +235,7 @@ class Evaluation:
                 event = self._ask(session, video, entry, stop.flags)
                 report.answered += isinstance(event, Answered)
                 report.failed += isinstance(event, Unanswered)
-                yield self._count(event)
+                yield self.count(event)
 
     def _session(self, video: VideoPlan, from_cache: bool, on_event: Callable):
         """A session on the shared model: around the kept cache, or with the video opened (not yet decoded)."""
@@ -275,8 +290,8 @@ class Evaluation:
         same_video = all(source.get(key) == found[key] for key in ("size_bytes", "head_tail_sha256"))
         return same_video and meta["settings"] == json.loads(json.dumps(self.settings.as_dict()))
 
-    def _count(self, event: EvalEvent) -> EvalEvent:
-        """Add an event to the summary and hand it on."""
+    def count(self, event: EvalEvent) -> EvalEvent:
+        """Add an event to the summary and hand it on (a Ray run's driver counts its workers' events here)."""
         summary = self.summary
         if isinstance(event, Answered):
             summary.answered_now += 1

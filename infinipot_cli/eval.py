@@ -17,6 +17,7 @@ import typer
 from infinipot_cli import console
 from infinipot_cli.answering import report_problems
 from infinipot_cli.display import StreamDisplay
+from infinipot_cli.eval_workers import RAY, WorkersDisplay, check_ray_flags, lost_line, ray_runner
 from infinipot_cli.flags import ANSWER, STREAM, flagged, with_flags
 from infinipot_cli.opening import video_settings
 from infinipot_cli.render import format_seconds, plural
@@ -24,7 +25,7 @@ from infinipot_cli.render import format_seconds, plural
 FORMAT_NAMES = ("infinipot", "videomme", "mlvu", "longvideobench", "egoschema", "ovobench", "streamingbench", "rvs")
 
 
-@with_flags(STREAM, ANSWER)
+@with_flags(STREAM, ANSWER, RAY)
 def eval_command(
     questions: Annotated[Path, typer.Argument(
         metavar="QUESTIONS", help="The benchmark's own question file (Video-MME .parquet/.json, MLVU task .json, "
@@ -45,29 +46,32 @@ def eval_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start --output over instead of resuming.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; the summary only.")] = False,
-    *, stream: Any, answer: Any,
+    *, stream: Any, answer: Any, ray: Any,
 ) -> None:
     """Answer a benchmark's questions over its videos: each video streamed once, timed questions at their moment.
 
-    Missing or unreadable videos are reported and skipped; the exit code is then 1.
+    Missing or unreadable videos are reported and skipped; the exit code is then 1. With --ray the videos
+    are spread over Ray workers (one model each); the results file and the summary are the same.
     """
     from infinipot.benchmarks import read_benchmark
     from infinipot.results import ResultLog, check_output
 
+    check_ray_flags(ray)
     parsed = read_benchmark(questions, format_name)
     inputs = [questions] + ([stream.preset] if stream.preset and Path(stream.preset).is_file() else [])
     check_output(output, inputs)
     with ResultLog(output, overwrite=overwrite) as log:
-        evaluation = _evaluation(parsed, videos, cache_dir, log, stream, answer)  # refusals before any warning
+        evaluation = _evaluation(parsed, videos, cache_dir, log, stream, answer, on_ray=ray.address is not None)
+        runner = ray_runner(evaluation, ray) or evaluation  # refusals before any warning
         report_problems(parsed)
         for problem in log.problems:
             console.warning_line(f"{output}: {problem} — that question is asked again")
         _say_resumed(evaluation.summary, output)
-        view = EvalView(evaluation, show=not (quiet or as_json))
-        with StreamDisplay(view.show, heading=view.heading) as display:
+        view = EvalView(evaluation, show=not (quiet or as_json), runner=runner)
+        with _display(view, runner) as display:
             view.display = display
             try:
-                for event in evaluation.run(on_event=display):
+                for event in runner.run(on_event=display):
                     view.render(event)
             except KeyboardInterrupt:
                 display.close()
@@ -77,19 +81,28 @@ def eval_command(
     _print_report(evaluation.summary, as_json)
 
 
-def _evaluation(parsed, videos: Path, cache_dir: Path | None, log, stream: Any, answer: Any):
-    """The run, planned: settings from the flags, videos found, what is left to ask (no weights loaded)."""
+def _evaluation(parsed, videos: Path, cache_dir: Path | None, log, stream: Any, answer: Any, on_ray: bool):
+    """The run, planned: settings from the flags, videos found, what is left to ask (no weights loaded).
+    On Ray the device is the workers' (this machine may have no GPU)."""
     from infinipot.evaluation import Evaluation
     from infinipot.model import resolve_device
 
     settings = video_settings(stream)
-    resolve_device(stream.device)
+    if not on_ray:
+        resolve_device(stream.device)
     window = {flag.setting: getattr(stream, flag.name) for flag in STREAM.flags
               if flag.target == "open" and getattr(stream, flag.name) is not None}
     ask = {"max_new_tokens": answer.max_new_tokens, "temperature": answer.temperature, "seed": answer.seed,
            "evidence": answer.evidence}
     return Evaluation(parsed, videos, settings, device=stream.device, log=log, cache_dir=cache_dir,
                       ask_options=ask, open_options=window)
+
+
+def _display(view: EvalView, runner):
+    """A stream's display in-process; over Ray, one line per worker."""
+    if runner is view.evaluation:
+        return StreamDisplay(view.show, heading=view.heading)
+    return WorkersDisplay(view.show, view.heading, runner)
 
 
 def _say_resumed(summary, output: Path) -> None:
@@ -104,7 +117,9 @@ def _say_resumed(summary, output: Path) -> None:
 class EvalView:
     """Renders an evaluation's events: the line over videos, and one line per thing that went wrong."""
 
-    def __init__(self, evaluation, show: bool) -> None:
+    def __init__(self, evaluation, show: bool, runner=None) -> None:
+        self.evaluation = evaluation
+        self.runner = runner if runner is not None else evaluation  # a RayEvaluation over Ray
         self.summary = evaluation.summary
         self.total = len(evaluation.videos)
         self.show = show
@@ -113,16 +128,19 @@ class EvalView:
         self.finished = 0
 
     def render(self, event) -> None:
+        from infinipot.eval_ray import WorkerLost
         from infinipot.evaluation import Unanswered, VideoFailed, VideoFinished, VideoStarted
 
-        if isinstance(event, VideoStarted):
+        if isinstance(event, WorkerLost):
+            console.warning_line(lost_line(event))
+        elif isinstance(event, VideoStarted):
             self.current = (event.index, event.video.name, event.from_cache)
             self.display.restart()
             if event.from_cache:
                 self.display.refresh()
             if self.show and not self.display.terminal:
                 cached = ", from its kept cache" if event.from_cache else ""
-                console.note(f"[{event.index}/{event.total}] {event.video.name}: "
+                console.note(f"[{event.index}/{event.total}] {event.video.name}{self._on_worker(event.video.name)}: "
                              f"{plural(len(event.video.entries), 'question')} ({event.video.timed} timed){cached}")
         elif isinstance(event, Unanswered):
             console.warning_line(f"question {event.id} of {event.video} not answered: {flagged(event.message)}")
@@ -139,10 +157,19 @@ class EvalView:
                 console.note(f"[{event.index}/{event.total}] {event.report.video}: {event.report.answered} answered "
                              f"in {format_seconds(event.report.seconds)} · " + self.heading(10_000, name=False))
 
+    def _on_worker(self, video: str) -> str:
+        worker = self.runner.worker_of(video) if self.runner is not self.evaluation else None
+        return f" on Ray worker {worker.index}" if worker is not None else ""
+
     def eta(self) -> float | None:
-        """Seconds left: the mean time of the videos done so far, times the videos left."""
+        """Seconds left: the mean time of the videos done so far, times the videos left (over Ray: shared
+        among the live workers)."""
         per_video = self.summary.seconds_per_video
-        return None if per_video is None else per_video * max(0, self.total - self.finished)
+        if per_video is None:
+            return None
+        workers = getattr(self.runner, "workers", None)
+        parallel = max(1, sum(worker.alive for worker in workers)) if workers else 1
+        return per_video * max(0, self.total - self.finished) / parallel
 
     def heading(self, width: int, name: bool = True) -> str:
         """The line over videos at `width` columns: done/total, accuracy so far, ETA, the current video."""
@@ -204,6 +231,18 @@ def run_table(data: dict):
     table.add_row("time", f"{format_seconds(seconds['total'])} in all, "
                   + (f"{per_video:.1f} s per video" if per_video is not None else "no video streamed")
                   + (f", {seconds['loading']:.1f} s loading the model" if seconds["loading"] else ""))
+    if data.get("ray"):
+        table.add_row("ray", _ray_row(data["ray"]))
     if data["output"]:
         table.add_row("results", data["output"])
     return table
+
+
+def _ray_row(ray: dict) -> str:
+    """Over Ray: the workers, where they ran, how many videos each took, how many were lost."""
+    workers = ray["workers"]
+    lost = sum(worker["lost"] is not None for worker in workers)
+    places = sorted({worker["place"] for worker in workers if worker["place"]})
+    videos = ", ".join(f"{worker['videos']}" for worker in workers)
+    return (f"{plural(len(workers), 'worker')} ({ray['address']}) on {plural(len(places), 'node')}: videos "
+            f"{videos}" + (f"; {lost} lost" if lost else ""))
