@@ -180,7 +180,7 @@ class RayEvaluation:
             ray.shutdown()  # the driver's connection; a cluster we joined keeps running
 
     def _start(self, videos: int) -> None:
-        """Size the workers to the cluster and start them (their models load with their first video)."""
+        """Size the workers to the cluster and start them (each loads its model as it starts)."""
         count, cpus, gpus, device = self._sizes(videos)
         evaluation = self.evaluation
         actor = self.ray.remote(VideoWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0)
@@ -317,19 +317,19 @@ class RayEvaluation:
         else:
             what = "died" if lost.dead else "failed"
             message = (f"{job.video.name}: its worker {what} on both tries ({lost.message}): rerun with the same "
-                       "--output to answer its questions")
+                       "output file to answer its questions")
             yield self.evaluation.count(VideoFailed(job.index, total, job.video.name, message, len(left)))
 
     def _nobody_left(self, jobs: deque[Job], total: int) -> Iterator[EvalEvent]:
-        """Every worker is gone: the videos left fail (all of them with the first worker's error if none ever ran)."""
+        """Every worker is gone: the videos left fail; when none ever started, the run stops with the reason."""
         last = next((worker.lost for worker in reversed(self.workers) if worker.lost), "unknown")
         if not any(worker.videos for worker in self.workers):
-            raise InfinipotError(f"no Ray worker could start ({last}): install infinipot (with the same version) "
-                                 "on every node, and put --videos and --cache-dir where every node sees them")
+            raise InfinipotError(f"no Ray worker could start ({last}): install infinipot (the same version) on "
+                                 "every node, and keep the model, the videos and the cache folder where all see them")
         while jobs:
             job = jobs.popleft()
             message = (f"{job.video.name}: no Ray worker is left (the last one: {last}): rerun with the same "
-                       "--output to answer its questions")
+                       "output file to answer its questions")
             yield self.evaluation.count(VideoFailed(job.index, total, job.video.name, message, len(job.video.entries)))
 
     def _describe(self) -> dict:
@@ -361,7 +361,8 @@ def _fold(report: VideoReport, earlier: VideoReport) -> None:
     report.questions = earlier.questions
     report.answered += earlier.answered
     report.failed += earlier.failed
-    report.warnings.insert(0, f"streamed again after its worker was lost ({earlier.answered} answers kept)")
+    kept = f"{earlier.answered} answer" + ("" if earlier.answered == 1 else "s")
+    report.warnings.insert(0, f"streamed again after its worker was lost ({kept} kept)")
 
 
 def _reason(error: Exception) -> str:
