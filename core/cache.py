@@ -197,7 +197,8 @@ class BudgetedCache:
             layout = layout.gather(slots)
         own = {name: tuple(visual_part(t) for t in value) if isinstance(value, tuple) else visual_part(value)
                for name, value in (extras or {}).items()}
-        return LayerView(visual_part(layer.keys[0]), visual_part(layer.values[0]), layout, index, self.num_layers, plan, own)
+        return LayerView(visual_part(layer.keys[0]), visual_part(layer.values[0]), layout, index, self.num_layers,
+                         plan, own)
 
     @staticmethod
     def _merged(view: LayerView, result, rotator: KeyRotator | None):

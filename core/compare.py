@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +40,6 @@ from infinipot.session import Loading, Session
 from infinipot.settings import Settings
 from infinipot.stream_setup import plan_stream, start_stream
 
-logger = logging.getLogger(__name__)
-TIME_TOLERANCE = 1e-3  # seconds: `moment()` rounds video time to milliseconds
 FULL_MEMORY_SHARE = 0.5  # `full` may take at most this share of the memory free when the run starts
 
 
@@ -95,36 +92,49 @@ class _Run:
 
 
 class _Lockstep:
-    """All policies' streams advanced together over one reader, chunk by chunk (Session's own rules)."""
+    """All policies' streams advanced together over one reader, chunk by chunk.
+
+    It follows `Session.stream`'s own rules (a moment inside a chunk: its frames up to the moment
+    tentatively, taken back before going on) and looks like a session to `infinipot.moments.stops`
+    (`stream(until=...)`, `moment()`), so timed questions stop where `infinipot ask` stops.
+    """
 
     def __init__(self, runs: list[_Run], reader: SourceReader, encoder: SharedEncoder, on_event) -> None:
         self.runs, self.reader, self.encoder, self.on_event = runs, reader, encoder, on_event
         self.chunks = 0
         self.tentative = False
 
-    def advance(self, until: float | None) -> None:
+    def stream(self, until: float | None = None, on_event=None) -> None:
         """Stream every policy up to video time `until`, or to the end of the source."""
         self._settle()
-        plan = self.runs[0].session.setup.plan
+        plan, first = self.runs[0].session.setup.plan, self.runs[0].session
+        stopped = None
         while (chunk := self.reader.next()) is not None:
             if until is not None and float(chunk.timestamps[-1]) > until + 1e-9:
                 self.reader.put_back(chunk)
-                count = frames_until(chunk, until, plan.frame_multiple)
-                if count:
-                    part = chunk.frames[:count]
-                    end = min(seconds_at(chunk, count, self.runs[0].session.state.sample_fps), until)
-                    for index, run in enumerate(self.runs):
-                        run.saved = run.session._streamer.add_tentative(part, end, self.encoder.for_stream(index))
-                        run.session._tentative = run.saved
-                    self.tentative = True
-                self._stopped(until)
-                return
+                self._tentative(chunk, until, plan.frame_multiple)
+                stopped = until
+                break
             for index, run in enumerate(self.runs):
-                run.session._streamer.add(chunk.frames, chunk.end_seconds, self.encoder.for_stream(index))
+                run.session._streamer.add(chunk.frames, chunk.end_seconds, self.encoder.for_stream(index),
+                                          chunk.timestamps)
             self.chunks += 1
             if self.on_event is not None:
-                self.on_event(self.runs[0].session.progress())
-        self._stopped(None)
+                self.on_event(first.progress())
+        if until is not None and stopped is None and first.state.asked_at > until:
+            stopped = until  # the source ended inside the moment's last frame: still asked at `until`
+        self._stopped(stopped)
+
+    def _tentative(self, chunk, until: float, frame_multiple: int) -> None:
+        count = frames_until(chunk, until, frame_multiple)
+        if not count:
+            return
+        part, times = chunk.frames[:count], chunk.timestamps[:count]
+        end = min(seconds_at(chunk, count, self.runs[0].session.state.sample_fps), until)
+        for index, run in enumerate(self.runs):
+            run.saved = run.session._streamer.add_tentative(part, end, self.encoder.for_stream(index), times)
+            run.session._tentative = run.saved
+        self.tentative = True
 
     def _settle(self) -> None:
         if self.tentative:
@@ -134,12 +144,15 @@ class _Lockstep:
             self.tentative = False
 
     def _stopped(self, until: float | None) -> None:
+        source = self.reader.source
         for run in self.runs:
             run.session._stopped_at = until
-            run.session.state.stats.timings["decode_s"] = self.reader.decode_s
+            timings = run.session.state.stats.timings
+            timings["decode_wait_s"] = self.reader.decode_s
+            timings["decode_s"] = float(getattr(source, "decode_s", self.reader.decode_s))
 
-    def reached(self, moment: float) -> bool:
-        return self.runs[0].session.moment()["asked_at"] >= moment - TIME_TOLERANCE
+    def moment(self) -> dict:
+        return self.runs[0].session.moment()
 
     def ask(self, entries: Sequence[QuestionEntry], extra: dict, options: dict) -> None:
         for entry in entries:
@@ -170,7 +183,7 @@ def compare(video, questions: Sequence[QuestionEntry | str], policies: Sequence[
     """
     from infinipot.generation import check_sampling
     from infinipot.presets import load_preset
-    from infinipot.sources import open_source
+    from infinipot.sources import Prefetched, open_source
 
     entries = _entries(questions)
     names = _policy_names(policies)
@@ -179,6 +192,7 @@ def compare(video, questions: Sequence[QuestionEntry | str], policies: Sequence[
     model = model or Model(base, device)
     multiple = model.family.adapter_class().frame_multiple(model.config, model.processor)
     source = open_source(video, fps=base.fps, start=start, end=end, max_frames=max_frames, frame_multiple=multiple)
+    reader = None
     try:
         runs, chunk_frames = _plan(names, base, model, source.info)
         _check_full(runs, source.info, model, full_max_bytes)
@@ -187,15 +201,23 @@ def compare(video, questions: Sequence[QuestionEntry | str], policies: Sequence[
             session = run.session
             session.state, session.cache, session._streamer = start_stream(session.setup, adapter, session.policy)
         began = time.perf_counter()
-        lockstep = _Lockstep(runs, SourceReader(source, chunk_frames), SharedEncoder(adapter), on_event)
+        # Decoded ahead in a worker thread, as a Session does.
+        reader = SourceReader(Prefetched(source, depth=2), chunk_frames)
+        lockstep = _Lockstep(runs, reader, SharedEncoder(adapter), on_event)
         _answer_over_stream(lockstep, entries, {"max_new_tokens": max_new_tokens, "temperature": temperature,
                                                 "seed": seed})
         wall = time.perf_counter() - began
     finally:
-        source.close()
+        (reader or source).close()
     settings = {key: value for key, value in base.replace(chunk_frames=chunk_frames).as_dict().items()
                 if key != "policy"}
-    return _result(str(video), settings, runs, lockstep, wall, len(entries))
+    result = _result(str(video), settings, runs, lockstep, wall, len(entries))
+    result.warnings.extend(getattr(source, "warnings", None) or [])
+    own = [p.policy for p in result.policies if not p.shared_encoding]
+    if own:
+        result.warnings.append(f"{', '.join(own)} renumbered positions (`positions` compact) and re-encoded chunks "
+                               "the shared encoding could not serve")
+    return result
 
 
 def _entries(questions: Sequence[QuestionEntry | str]) -> list[QuestionEntry]:
@@ -271,37 +293,22 @@ def _load(model: Model, on_event) -> Adapter:
 
 
 def _answer_over_stream(lockstep: _Lockstep, entries: list[QuestionEntry], options: dict) -> None:
-    """Timed questions at their moments (all policies), the rest at the end; timed past the end flagged."""
-    past_end: list[QuestionEntry] = []
-    for moment in sorted({entry.time for entry in entries if entry.time is not None}):
-        group = [entry for entry in entries if entry.time == moment]
-        if not past_end:
-            lockstep.advance(moment)
-        if past_end or not lockstep.reached(moment):
-            past_end += group
-            continue
-        lockstep.ask(group, {}, options)
-    lockstep.advance(None)
-    lockstep.ask([entry for entry in entries if entry.time is None], {}, options)
-    lockstep.ask(past_end, {"past_end": True}, options)
+    """Every policy answers each stop's entries (infinipot.moments: the schedule `infinipot ask` keeps)."""
+    from infinipot.moments import stops
+
+    for stop in stops(lockstep, entries):
+        lockstep.ask(stop.entries, stop.flags, options)
 
 
 def retention(session: Session) -> Retention:
-    """What `session`'s cache holds of each temporal step, over all layers and KV heads."""
-    import torch
+    """What `session`'s cache holds of each temporal step, mean over layers and KV heads (infinipot.retention)."""
+    from infinipot.retention import retention_of
 
-    state, layouts = session.state, session.cache.layouts
-    steps = max(state.positions.steps, 1)
-    kept = torch.zeros(steps, dtype=torch.float64)
-    merged = 0
-    for layout in layouts:
-        visual = ~layout.merged & ~layout.marker
-        kept += torch.bincount(layout.frame[visual].cpu(), minlength=steps)[:steps].to(torch.float64)
-        merged += int(layout.merged.sum())
-    slots = len(layouts) * layouts[0].heads
-    step_seconds = state.plan.frame_multiple / state.sample_fps
-    return Retention(step_seconds, state.start_seconds, [round(v, 4) for v in (kept / slots).tolist()],
-                     round(merged / slots, 4))
+    held = retention_of(session)
+    slots = held.layers * held.kv_heads
+    starts = [round(start, 4) for start in held.timeline.starts]
+    return Retention(held.timeline.step_seconds, starts,
+                     [round(float(v), 4) for v in held.counts.sum(axis=0) / slots], round(sum(held.merged) / slots, 4))
 
 
 def _result(video: str, settings: dict, runs: list[_Run], lockstep: _Lockstep, wall: float,
@@ -322,8 +329,10 @@ def _result(video: str, settings: dict, runs: list[_Run], lockstep: _Lockstep, w
             stats.peak_cached_tokens * geometry.kv_bytes_per_token, stats.compressions,
             {key: round(value, 4) for key, value in timings.items()}, compression_share(timings, shared_encode),
             index not in encoder.own, retention(run.session)))
-    shared = reader.decode_s + shared_encode
+    waited = reader.decode_s  # decoding runs ahead in a worker: the model only waits for it
+    shared = waited + shared_encode
     separate = len(runs) * shared + own_work
     return Comparison(video, settings, results, questions, lockstep.chunks, encoder.runs,
-                      {"decode_s": round(reader.decode_s, 4), "encode_s": round(shared_encode, 4),
+                      {"decode_s": round(float(getattr(reader.source, "decode_s", waited)), 4),
+                       "decode_wait_s": round(waited, 4), "encode_s": round(shared_encode, 4),
                        "wall_s": round(wall, 4), "separate_estimate_s": round(separate, 4)})

@@ -20,7 +20,7 @@ class Retention:
     """What a cache holds of each temporal step of the video (mean over layers and KV heads)."""
 
     step_seconds: float  # video seconds one temporal step covers
-    start_seconds: float  # video time of step 0
+    starts: list[float]  # video time of each step's first frame (the stream's timeline)
     kept: list[float]  # visual tokens of step t kept, mean over layers and heads
     merged: float  # merged tokens (summaries, prototypes), mean over layers and heads
 

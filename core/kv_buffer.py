@@ -84,8 +84,9 @@ class BufferLayer(DynamicLayer):
         """Compact in place: of the tokens from `start`, keep `kept` (`[heads, keep]`, distinct) per head.
 
         Tokens before `start` (the prefix) stay; the kept ones move to start, start + 1, ... in
-        the order given (sorted keeps cache order; a permutation reorders), and the layer ends there. `scratch` is a reusable `[>= heads * keep, dim]` buffer:
-        rows are gathered into it and copied back, so nothing the size of the cache is allocated.
+        the order given (sorted keeps cache order; a permutation reorders), and the layer ends
+        there. `scratch` is a reusable `[>= heads * keep, dim]` buffer: rows are gathered into it
+        and copied back, so nothing the size of the cache is allocated.
         """
         heads, keep = kept.shape
         for buffer in (self.key_buffer, self.value_buffer):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infinipot.comparison import Comparison
+from infinipot.file_io import write_atomically
 
 WIDTH, LABEL, STRIP, GAP, AXIS, TOP = 960, 170, 56, 10, 34, 30
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -28,9 +29,10 @@ def plot_retention(result: Comparison, path: str | Path, title: str | None = Non
     height = TOP + len(policies) * (STRIP + GAP) + AXIS
     image = Image.new("RGB", (WIDTH, height), PAPER)
     draw, font = ImageDraw.Draw(image), ImageFont.load_default()
-    steps = max((len(p.retention.kept) for p in policies), default=1) or 1
     first = policies[0].retention if policies else None
-    seconds = steps * first.step_seconds if first else 1.0
+    origin = first.starts[0] if first and first.starts else 0.0
+    seconds = max((p.retention.starts[-1] + p.retention.step_seconds - origin for p in policies if p.retention.starts),
+                  default=1.0) or 1.0
     scale = max((max(p.retention.per_second(), default=0.0) for p in policies), default=0.0) or 1.0
     heading = f"kept tokens per second of video: {Path(result.video).name} (a full strip is {scale:g} tokens/s)"
     draw.text((8, 8), title or heading, fill=INK, font=font)
@@ -43,17 +45,20 @@ def plot_retention(result: Comparison, path: str | Path, title: str | None = Non
         if outcome.retention.merged:
             note += f", {outcome.retention.merged:g} merged"
         draw.text((8, top + 26), note, fill=INK, font=font)
-        colour = COLOURS[row % len(COLOURS)]
-        for step, value in enumerate(outcome.retention.per_second()):
-            left = LABEL + step * plot_width // steps
-            right = max(left + 1, LABEL + (step + 1) * plot_width // steps - 1)
-            bar = round(STRIP * min(value / scale, 1.0))
-            if bar:
-                draw.rectangle((left, top + STRIP - bar, right, top + STRIP), fill=colour)
-    _time_axis(draw, font, TOP + len(policies) * (STRIP + GAP), plot_width, seconds,
-               first.start_seconds if first else 0.0)
-    image.save(path, format="PNG")
+        _bars(draw, outcome.retention, COLOURS[row % len(COLOURS)], top, plot_width, origin, seconds, scale)
+    _time_axis(draw, font, TOP + len(policies) * (STRIP + GAP), plot_width, seconds, origin)
+    write_atomically(path, lambda temporary: image.save(temporary, format="PNG"))  # never half a file
     return path
+
+
+def _bars(draw, retention, colour, top: int, plot_width: int, origin: float, seconds: float, scale: float) -> None:
+    """One bar per temporal step, from its start time for as long as a step lasts, as tall as its tokens per second."""
+    for start, value in zip(retention.starts, retention.per_second()):
+        left = LABEL + int((start - origin) / seconds * plot_width)
+        right = max(left + 1, LABEL + int((start + retention.step_seconds - origin) / seconds * plot_width) - 1)
+        bar = round(STRIP * min(value / scale, 1.0))
+        if bar:
+            draw.rectangle((left, top + STRIP - bar, min(right, LABEL + plot_width), top + STRIP), fill=colour)
 
 
 def _time_axis(draw, font, top: int, plot_width: int, seconds: float, start: float) -> None:

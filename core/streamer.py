@@ -117,7 +117,7 @@ class Streamer:
         self._work_at_last_compression = work
 
     def guidance(self) -> list[dict] | None:
-        """Per layer, {"guidance": the attention of each of the policy's prompts over the cache}; None if it asks none."""
+        """Per layer, {"guidance": each of the policy's prompts' attention over the cache}; None if it asks none."""
         prompts = self.policy.guidance()
         if not prompts:
             return None

@@ -109,6 +109,7 @@ def test_shared_encoding_gives_the_same_caches_and_answers_as_separate_runs(mode
                 assert torch.equal(getattr(layout, field), getattr(theirs, field)), (name, field)
         assert sessions[name].state.stats.compressions == alone.state.stats.compressions
         assert sessions[name].state.policy_memory == alone.state.policy_memory
+        assert sessions[name].state.timeline == alone.state.timeline  # the source's times of every step
 
 
 def test_results_per_question_and_policy(compared):
@@ -125,7 +126,8 @@ def test_results_per_question_and_policy(compared):
     for outcome in result.policies:
         assert outcome.accuracy["overall"]["total"] == 2 and outcome.accuracy["unscored"] == 2
         assert set(outcome.accuracy["by_category"]["kind"]) == {"where", "count"}
-        assert outcome.peak_kv_bytes == outcome.peak_cached_tokens * 512  # tiny: 2 layers x 2 heads x 16 x (K, V) x fp32
+        # tiny: 2 layers x 2 KV heads x 16 dims x (K, V) x fp32 = 512 bytes a token
+        assert outcome.peak_kv_bytes == outcome.peak_cached_tokens * 512
         assert (outcome.timings["guidance_s"] > 0) == (outcome.policy in ("hermes", "streammem"))
         assert outcome.compression_share >= 0
     assert by_name["full"].agreement_with_full is None and by_name["full"].compressions == 0
