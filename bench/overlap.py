@@ -55,7 +55,7 @@ class Decoded:
         self.info, self._chunks = info, chunks
 
     def chunks(self, chunk_frames: int) -> Iterator[FrameChunk]:
-        return iter(self._chunks)
+        yield from self._chunks  # a generator: the Session's prefetching worker closes what it iterates
 
     def close(self) -> None:
         pass
