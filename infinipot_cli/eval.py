@@ -17,8 +17,8 @@ import typer
 from infinipot_cli import console
 from infinipot_cli.answering import report_problems
 from infinipot_cli.display import StreamDisplay
-from infinipot_cli.eval_workers import RAY, WorkersDisplay, check_ray_flags, lost_line, ray_runner
-from infinipot_cli.flags import ANSWER, STREAM, flagged, with_flags
+from infinipot_cli.eval_workers import WorkersDisplay, check_ray_flags, lost_line, ray_runner
+from infinipot_cli.flags import ANSWER, RAY, STREAM, flagged, with_flags
 from infinipot_cli.opening import video_settings
 from infinipot_cli.render import format_seconds, plural
 

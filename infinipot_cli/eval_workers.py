@@ -1,4 +1,4 @@
-"""`infinipot eval --ray`: its flags, the run over Ray workers (infinipot.eval_ray) and their display.
+"""`infinipot eval --ray`: the run over Ray workers (infinipot.eval_ray) and their display (flags: RAY_FLAGS).
 
 On a terminal the display is eval's line over videos, then one line per worker: where it runs,
 the video it streams with that stream's frames, cache and ETA (or "loading the model", "idle",
@@ -8,28 +8,11 @@ video say which worker took it. Nothing here imports Ray before `--ray` is given
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from infinipot_cli import console
 from infinipot_cli.display import StreamDisplay, progress_line
-from infinipot_cli.flags import Flag, FlagGroup
-
-RAY_FLAGS: tuple[Flag, ...] = (
-    Flag("address", "--ray", str, "Spread the videos over Ray workers: `local` starts Ray on this machine (stopped at "
-         "the end); an address (auto, HOST:6379, ray://HOST:10001) joins that cluster and leaves it running. "
-         "Needs pip install 'infinipot[ray]'.", metavar="local|ADDRESS", target=""),
-    Flag("workers", "--ray-workers", int, "With --ray: how many workers, each loading the model once (default: one "
-         "per GPU of the cluster, or per --cpus-per-worker CPUs without GPUs; at most one per video).", "workers",
-         "N", minimum=1, target=""),
-    Flag("cpus_per_worker", "--cpus-per-worker", float, "With --ray: CPUs each worker reserves (default: 1 with "
-         "GPUs, else 8 or all the cluster has).", "cpus_per_worker", "N", minimum=0.01, target=""),
-    Flag("gpus_per_worker", "--gpus-per-worker", float, "With --ray: GPUs each worker reserves (default: 1 when the "
-         "cluster has GPUs and --device is not cpu; 0.5 puts two workers on each GPU).", "gpus_per_worker", "N",
-         minimum=0, target=""),
-)
-RAY = FlagGroup("ray", RAY_FLAGS)
-_RAY_FLAG_OF = {flag.setting: flag.option for flag in RAY_FLAGS if flag.setting}
+from infinipot_cli.flags import RAY_FLAGS
 
 
 def check_ray_flags(flags: Any) -> None:
@@ -45,19 +28,10 @@ def ray_runner(evaluation, flags: Any):
     """The run over Ray that `--ray` asks for (RayEvaluation), or None without --ray."""
     if flags.address is None:
         return None
-    from infinipot.errors import InfinipotError
     from infinipot.eval_ray import RayEvaluation, RayOptions
 
-    options = RayOptions(flags.address, flags.workers, flags.cpus_per_worker, flags.gpus_per_worker)
-    try:
-        return RayEvaluation(evaluation, options)
-    except InfinipotError as error:
-        raise InfinipotError(ray_flagged(str(error))) from None
-
-
-def ray_flagged(message: str) -> str:
-    """A message of infinipot.eval_ray with the RayOptions fields it names written as their flags."""
-    return re.sub(r"`([a-z_]+)`", lambda found: _RAY_FLAG_OF.get(found.group(1), found.group(0)), message)
+    return RayEvaluation(evaluation, RayOptions(flags.address, flags.workers, flags.cpus_per_worker,
+                                                flags.gpus_per_worker))
 
 
 def lost_line(event) -> str:

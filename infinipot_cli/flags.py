@@ -119,6 +119,20 @@ ANSWER_FLAGS: tuple[Flag, ...] = (
          "answer is the same.", "evidence", target="answer", default=False),
 )
 
+RAY_FLAGS: tuple[Flag, ...] = (
+    Flag("address", "--ray", str, "Spread the videos over Ray workers: `local` starts Ray on this machine (stopped at "
+         "the end); an address (auto, HOST:6379, ray://HOST:10001) joins that cluster and leaves it running. "
+         "Needs pip install 'infinipot[ray]'.", metavar="local|ADDRESS", target=""),
+    Flag("workers", "--ray-workers", int, "With --ray: how many workers, each loading the model once (default: one "
+         "per GPU of the cluster, or per --cpus-per-worker CPUs without GPUs; at most one per video).", "workers",
+         "N", minimum=1, target=""),
+    Flag("cpus_per_worker", "--cpus-per-worker", float, "With --ray: CPUs each worker reserves (default: 1 with "
+         "GPUs, else 8 or all the cluster has).", "cpus_per_worker", "N", minimum=0.01, target=""),
+    Flag("gpus_per_worker", "--gpus-per-worker", float, "With --ray: GPUs each worker reserves (default: 1 when the "
+         "cluster has GPUs and --device is not cpu; 0.5 puts two workers on each GPU).", "gpus_per_worker", "N",
+         minimum=0, target=""),
+)
+
 MAP_HELP = ("Also draw what the cache kept into this PNG file: video time across, layers up, the share of "
             "visual tokens kept as colour (needs matplotlib: pip install infinipot[plots]).")
 
@@ -128,7 +142,8 @@ def map_option() -> Any:
     return typer.Option("--map", metavar="PNG", help=MAP_HELP, show_default=False)
 
 
-FLAG_OF: dict[str, str] = {flag.setting: flag.option for flag in (*STREAM_FLAGS, *ANSWER_FLAGS) if flag.setting}
+FLAG_OF: dict[str, str] = {flag.setting: flag.option for flag in (*STREAM_FLAGS, *ANSWER_FLAGS, *RAY_FLAGS)
+                            if flag.setting}
 _BACKTICKED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
@@ -152,6 +167,7 @@ class FlagGroup:
 
 STREAM = FlagGroup("stream", STREAM_FLAGS)
 ANSWER = FlagGroup("answer", ANSWER_FLAGS)
+RAY = FlagGroup("ray", RAY_FLAGS)  # eval's --ray and its workers (infinipot.eval_ray.RayOptions)
 
 
 def _parameter(flag: Flag) -> inspect.Parameter:

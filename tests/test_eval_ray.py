@@ -147,6 +147,15 @@ def cluster():
     ray.shutdown()
 
 
+def test_workers_the_cluster_cannot_hold_are_one_line_naming_the_flag(bench, tmp_path, cluster):
+    """The module's instance has 2 CPUs and no GPU: a worker asking for a GPU is refused before any start."""
+    questions, videos = bench
+    outcome = invoke("eval", questions, "--videos", videos, "-o", tmp_path / "out.jsonl", *RUN, "--ray", "auto",
+                     "--gpus-per-worker", "1")
+    assert_one_line_error(outcome, "0 GPUs", "--gpus-per-worker")
+    assert not (tmp_path / "out.jsonl").exists() and cluster.is_initialized()
+
+
 def run_killing(bench, output: Path, kill_on: set[str], cluster) -> tuple[list, object]:
     """Run over the cluster's 2 workers, killing the worker of the long video at its first answer ("answer")
     and/or when its second try starts ("retry"); returns the events and the evaluation."""
