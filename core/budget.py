@@ -111,6 +111,14 @@ def parse_budget(text: str | int, bytes_per_token: int | None = None) -> int:
     return _bounded(int(number * _BYTE_SUFFIX[unit]) // bytes_per_token, text)
 
 
+def parse_memory(text: str) -> int:
+    """'40GiB', '512MB' -> bytes."""
+    number, unit = _split(text)
+    if unit not in _BYTE_SUFFIX:
+        raise InfinipotError(f"{text!r} is not a memory size: give e.g. 40GiB or 512MB")
+    return int(number * _BYTE_SUFFIX[unit])
+
+
 def normalize_budget(text: str | int) -> int | str:
     """Tokens as an int now; a memory budget stays text until the model's KV size is known."""
     if isinstance(text, int):

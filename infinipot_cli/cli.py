@@ -13,6 +13,7 @@ import typer
 
 from infinipot_cli.ask import ask_command
 from infinipot_cli.chat import chat_command
+from infinipot_cli.compare import compare_command
 from infinipot_cli.compress import compress_command
 from infinipot_cli.eval import eval_command
 from infinipot_cli.failures import InfinipotCommand, InfinipotGroup, guarded
@@ -35,6 +36,7 @@ COMMANDS = {
     "presets": presets_command,
     "eval": eval_command,
     "watch": watch_command,
+    "compare": compare_command,
 }
 for _name, _command in COMMANDS.items():
     app.command(_name, cls=InfinipotCommand)(guarded(_command))
