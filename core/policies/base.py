@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.errors import InfinipotError
-from infinipot.layout import VisualLayout
 
 if TYPE_CHECKING:
+    from infinipot.layout import VisualLayout
     from infinipot.budget import BudgetPlan
 
 

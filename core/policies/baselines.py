@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.policies.base import LayerView, Policy
 

@@ -9,7 +9,7 @@ Both papers average over all heads, so every KV head of a layer keeps the same t
 
 from __future__ import annotations
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.policies.base import LayerView, MergedTokens, Selection
 

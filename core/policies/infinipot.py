@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.policies.base import LayerView, check_ratio, select_forced_then_topk
 from infinipot.policies.tar import tar_scores

@@ -23,13 +23,17 @@ over the zero padding, which drags border and sparse-region tokens down (docs/de
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
+from infinipot.lazy import functional as F
+from infinipot.lazy import torch
+
+if TYPE_CHECKING:
+    from infinipot.layout import VisualLayout
 
 from infinipot.errors import InfinipotError
-from infinipot.layout import VisualLayout
 from infinipot.policies.base import grid_size
 
 POOLINGS: tuple[str, ...] = ("none", "quartile", "cv")

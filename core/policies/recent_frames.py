@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.errors import InfinipotError
 from infinipot.policies.base import LayerView, Policy, check_ratio, check_recent_fits, recent_mask

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.policies.base import LayerView, MergedTokens, Policy, Selection
 from infinipot.policies.guided import every_head, layer_attention, selection, top_in_time_order

@@ -9,12 +9,16 @@ unrelated cells (docs/design.md, "Deviations").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from infinipot.lazy import functional as F
+from infinipot.lazy import torch
 
-from infinipot.layout import VisualLayout
+if TYPE_CHECKING:
+    from infinipot.layout import VisualLayout
+
 from infinipot.policies.base import LayerView, grid_size, scoring_dtype
 from infinipot.policies.recent_frames import RecentFramesPolicy
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.policies.base import LayerView, scoring_dtype
 from infinipot.policies.pooling import QUARTILE_SCHEDULE, PoolPlan, check_pooling, pool_plans, pool_value_norms

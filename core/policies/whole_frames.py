@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+from infinipot.lazy import torch
 
 from infinipot.errors import InfinipotError
 from infinipot.policies.base import LayerView, Policy, select_forced_then_topk
