@@ -134,6 +134,10 @@ def refuse_stream_flags(source: Source, stream: Any) -> None:
 def open_video(source: Source, stream: Any, display: StreamDisplay):
     """A session with `source` opened and checked (no weights loaded yet); its source warnings shown."""
     settings = video_settings(stream)
+    if not _names_a_stream(source.spec):  # a missing or unreadable file is said before torch is imported
+        from infinipot.video import check_video_file
+
+        check_video_file(source.spec)
     display.status(f"opening {source.name} with {settings.name} ({settings.model}) …")
     from infinipot import Session
     from infinipot.model import resolve_device
