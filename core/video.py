@@ -25,8 +25,10 @@ from infinipot.errors import InfinipotError
 
 log = logging.getLogger(__name__)
 
-# FFmpeg's codec threads per decoder, and "AUTO" threading (frame and slice): on 2 cores, 2 decoded
-# the 1080p30 benchmark fastest; 1 leaves a core to the model (bench/overlap.py --threads).
+# FFmpeg's codec threads per decoder ("AUTO": frame and slice threading). Measured on 2 loaded cores:
+# 2 decoded the 30-min 320x240 scenes file at 1 fps 1.3-1.6x faster than 1 and as fast as FFmpeg's
+# own choice (0); on a 1080p30 file sampled by seeking, 1 and 2 were within the noise. 1 leaves a
+# core to the model (bench/overlap.py --threads 1).
 DECODER_THREADS = 2
 _EPS = 1e-6  # slack for float seconds * fps landing a hair off an integer frame index
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # also 'https:/x', what Path makes of 'https://x'
