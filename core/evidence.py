@@ -123,11 +123,11 @@ def attention_weights(query: torch.Tensor, keys: torch.Tensor, first: int, scali
     ... over `keys` `[kv_heads, length, dim]`, causal (a query sees the keys up to its own index)."""
     kv_heads, length = keys.shape[0], keys.shape[1]
     tokens = query.shape[1]
-    grouped = query.view(kv_heads, -1, tokens, query.shape[-1])  # [kv_heads, group, tokens, dim]
-    logits = grouped @ keys.unsqueeze(1).transpose(-1, -2) * scaling  # [kv_heads, group, tokens, length]
+    grouped = query.reshape(kv_heads, -1, query.shape[-1])  # [kv_heads, group * tokens, dim]
+    logits = (grouped @ keys.transpose(-1, -2)).mul_(scaling).view(kv_heads, -1, tokens, length)
     index = torch.arange(tokens, device=keys.device) + first
     future = torch.arange(length, device=keys.device) > index[:, None]  # [tokens, length]
-    return logits.masked_fill(future, float("-inf")).softmax(dim=-1)
+    return logits.masked_fill_(future, float("-inf")).softmax(dim=-1)  # [kv_heads, group, tokens, length]
 
 
 def layer_mass(attention: torch.nn.Module, queries: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
