@@ -1,7 +1,7 @@
 """The `infinipot` Typer app: its commands, registered here explicitly, and nothing heavy imported.
 
 Each command module imports only Typer and the library's light modules at import time; the
-library's heavy parts (torch, transformers, decord) are imported inside the command bodies, so
+library's heavy parts (torch, transformers, PyAV) are imported inside the command bodies, so
 `infinipot --help`, `infinipot ask --help` and usage errors answer in a fraction of a second.
 """
 

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import TINY_CLI, invoke_json, run_infinipot
 
-HEAVY = ("torch", "transformers", "decord")
+HEAVY = ("torch", "transformers", "av")
 REPORT_IMPORTS = """
 import sys
 from infinipot_cli.app import main

@@ -56,7 +56,7 @@ def open_source(spec: str | Path, fps: float, start: float | None = None, end: f
 
     A live source has no window (start/end are refused); `duration` and `max_frames` bound it and
     `stall_timeout` ends it when nothing comes. `input_options`, `stdin` and `open_timeout` go to
-    LiveSource; `decoder_threads` (decord's, for files) to FileSource.
+    LiveSource; `decoder_threads` (PyAV's codec threads, for files) to FileSource.
     Non-regular paths (FIFO, directory, socket, device) are refused without opening them.
     """
     text = _as_text(spec)

@@ -96,7 +96,9 @@ class Prefetched:
         except BaseException as err:  # noqa: BLE001 — carried to the consumer and raised there
             self._queue.put(_Failure(err))
         finally:
-            chunks.close()  # the source's own clean-up runs in the thread that iterated it
+            close = getattr(chunks, "close", None)  # a generator's clean-up runs in the thread that iterated it
+            if close is not None:
+                close()
 
     def _take_permit(self) -> bool:
         while not self._stop.is_set():
