@@ -58,6 +58,7 @@ def draw_retention_map(retention: RetentionMap, path: str | Path, title: str | N
                         vmin=0.0, vmax=1.0, extent=(edges[0][0], edges[-1][1], -0.5, retention.layers - 0.5))
     axes.set_xlabel("video time")
     axes.set_ylabel("layer")
+    axes.xaxis.set_major_locator(matplotlib.ticker.MultipleLocator(nice_bin(retention.duration(), 10)))
     axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda seconds, _: _clock(seconds)))
     axes.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     figure.colorbar(image, ax=axes, label="share of visual tokens kept")

@@ -269,3 +269,18 @@ def test_eval_evidence_writes_moments_before_each_questions_moment(tmp_path):
         assert record["evidence"]["moments"]
         assert all(moment["end"] <= record["asked_at"] + 1e-9 for moment in record["evidence"]["moments"])
     assert records["early"]["cache_span"][1] <= 5.0 < records["end"]["cache_span"][1] == 12.0
+
+
+def test_the_cost_benchmark_dry_run_passes_on_the_cpu(tmp_path, tiny_cache):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "evidence_cost.py"
+    out = tmp_path / "evidence_cost.json"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--dry-run", "--models", "qwen2.5-vl-7b",
+                           "--rounds", "1", "--tokens", "4", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (report,) = json.loads(out.read_text())["models"].values()
+    assert report["same_answer"] and report["evidence_pass_s"] > 0 and report["moments"]
