@@ -167,19 +167,23 @@ class _Lockstep:
                     continue
                 finally:
                     run.answer_s += time.perf_counter() - start
-                run.records.append({**score(entry, answer, moment).record(), "policy": run.name})
+                record = {**score(entry, answer, moment).record(), "policy": run.name}
+                if answer.evidence is not None:
+                    record["evidence"] = answer.evidence.as_dict()
+                run.records.append(record)
 
 
 def compare(video, questions: Sequence[QuestionEntry | str], policies: Sequence[str], *,
             preset: str | Settings = "qwen2.5-vl-7b", model: Model | None = None, device: str = "auto",
             max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None,
             start: float | None = None, end: float | None = None, max_frames: int | None = None,
-            full_max_bytes: int | None = None, on_event=None, **overrides) -> Comparison:
+            full_max_bytes: int | None = None, evidence: bool = False, on_event=None, **overrides) -> Comparison:
     """Stream `video` once into one cache per policy and answer `questions` from each; see the module docstring.
 
     `overrides` are settings shared by every policy (`budget`, `fps`, knobs by name ...); each
     policy takes the knobs it declares. `full` is refused when its cache would not fit in
-    `full_max_bytes` (default: half the memory free on the device).
+    `full_max_bytes` (default: half the memory free on the device). `evidence` adds each answer's
+    moments (infinipot.evidence) to its record.
     """
     from infinipot.generation import check_sampling
     from infinipot.presets import load_preset
@@ -205,7 +209,7 @@ def compare(video, questions: Sequence[QuestionEntry | str], policies: Sequence[
         reader = SourceReader(Prefetched(source, depth=2), chunk_frames)
         lockstep = _Lockstep(runs, reader, SharedEncoder(adapter), on_event)
         _answer_over_stream(lockstep, entries, {"max_new_tokens": max_new_tokens, "temperature": temperature,
-                                                "seed": seed})
+                                                "seed": seed, "evidence": evidence})
         wall = time.perf_counter() - began
     finally:
         (reader or source).close()

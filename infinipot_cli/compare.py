@@ -51,9 +51,6 @@ def compare_command(
     if stream.policy is not None:
         raise InfinipotError("compare takes its policies from --policies (e.g. --policies infinipot,hermes): drop "
                              "--policy")
-    if answer.evidence:
-        raise InfinipotError("--evidence is not available with compare yet: ask one policy with `infinipot ask "
-                             "--evidence --policy NAME`")
     origin = Source.of(video)
     if origin.is_cache:
         raise InfinipotError(f"{video} is a cache: compare streams a video once per run; pass the video")
@@ -69,7 +66,7 @@ def compare_command(
     with StreamDisplay(not (quiet or as_json)) as display:
         result = compare(origin.spec, entries, names, preset=settings, device=stream.device,
                          max_new_tokens=answer.max_new_tokens, temperature=answer.temperature, seed=answer.seed,
-                         full_max_bytes=limit, on_event=display, **opening)
+                         full_max_bytes=limit, evidence=answer.evidence, on_event=display, **opening)
         display.pause()
     for line in result.warnings:
         console.warning_line(line)
@@ -82,6 +79,13 @@ def compare_command(
 
     for table in comparison_tables(result):
         console.out().print(table)
+    if answer.evidence:
+        from infinipot_cli.render import evidence_line
+
+        for record in result.records():
+            if "evidence" in record:
+                console.out().print(f"evidence {record['id']} {record['policy']}: {evidence_line(record['evidence'])}",
+                                    markup=False, soft_wrap=True)
     console.note(f"{len(result.policies)} policies from one decode and {result.vision_runs} vision passes over "
                  f"{result.chunks} chunks: about {result.estimated_saving:.1f}x faster than separate runs "
                  f"(estimated from this run's timings); settings {setting_changes(stream) or 'of the preset'}")

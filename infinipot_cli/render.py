@@ -179,3 +179,11 @@ def evidence_block(evidence: dict, context: dict) -> str:
         lines.append("    (no cached video token received attention)")
     lines.append(f"  {kept_line(context)}")
     return "\n".join(lines)
+
+
+def evidence_line(evidence: dict) -> str:
+    """An answer's moments on one line (compare's many answers): times, shares, the share on the video, the cost."""
+    moments = " · ".join(f"{format_moment(moment['start'])}–{format_moment(moment['end'])} {moment['share']:.0%}"
+                         for moment in evidence["moments"]) or "no cached video token attended to"
+    return (f"{moments} ({evidence['video_share']:.0%} of the attention on the video; {evidence['seconds']:.2f} s, "
+            f"{evidence['answer_share']:.0%} of the answer time)")

@@ -284,3 +284,19 @@ def test_the_cost_benchmark_dry_run_passes_on_the_cpu(tmp_path, tiny_cache):
     assert done.returncode == 0, done.stderr[-3000:]
     (report,) = json.loads(out.read_text())["models"].values()
     assert report["same_answer"] and report["evidence_pass_s"] > 0 and report["moments"]
+
+
+def test_compare_evidence_per_policy_with_the_same_answers(short_video, tmp_path):
+    policies = "infinipot,recent-frames"
+    run = ("compare", short_video, QUESTION, "--policies", policies, *TINY_CLI, "--max-new-tokens", "4", "-q")
+    plain = invoke(*run, "-o", tmp_path / "plain.jsonl")
+    found = invoke(*run, "--evidence", "-o", tmp_path / "found.jsonl")
+    assert plain.exit_code == found.exit_code == 0, found.output
+    plain_records, records = ([json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+                              for name in ("plain.jsonl", "found.jsonl"))
+    assert [(r["policy"], r["answer"]) for r in records] == [(r["policy"], r["answer"]) for r in plain_records]
+    assert {record["policy"] for record in records} == set(policies.split(","))
+    assert all(record["evidence"]["moments"] for record in records)
+    assert not any("evidence" in record for record in plain_records)
+    for policy in policies.split(","):
+        assert f"evidence 1 {policy}: " in found.stdout and "of the answer time" in found.stdout
