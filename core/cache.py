@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,22 @@ MARKER_SHARE = 0.125
 class CompressionResult:
     before: int  # visual tokens per head before
     after: int  # visual tokens per head after
+
+
+@contextmanager
+def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """Run a compression on one CPU thread: its ops are many and small, and measured on a 2-core machine with
+    other work running, two threads made a compression 2-5x slower (threads waiting on each other)
+    than one did (docs/design.md, "Memory"). A GPU is left alone."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class LayoutStore:
@@ -141,9 +158,14 @@ class BudgetedCache:
                 store.to(device)
             store.append(fresh)
 
-    @torch.inference_mode()
     def compress(self, policy: Policy, keep: int, plan, memory: dict, rotator: KeyRotator | None = None,
                  extras: Sequence[Mapping[str, Any]] | None = None) -> CompressionResult:
+        with one_thread_on_cpu(self.layers[0].keys.device):
+            return self._compress(policy, keep, plan, memory, rotator, extras)
+
+    @torch.inference_mode()
+    def _compress(self, policy: Policy, keep: int, plan, memory: dict, rotator: KeyRotator | None = None,
+                  extras: Sequence[Mapping[str, Any]] | None = None) -> CompressionResult:
         """Keep at most `keep` tokens per layer and head: the policy's choice of visual tokens, with every
         layer in view, plus the markers of the frames still present (docs/design.md, "Markers").
 
@@ -258,8 +280,13 @@ class BudgetedCache:
             self._scratch = scratch
         return scratch
 
-    @torch.inference_mode()
     def compact(self, rotator: KeyRotator) -> int:
+        """See `_compact` (one CPU thread, as a compression)."""
+        with one_thread_on_cpu(self.layers[0].keys.device):
+            return self._compact(rotator)
+
+    @torch.inference_mode()
+    def _compact(self, rotator: KeyRotator) -> int:
         """Renumber every layer's kept visual tokens compactly, turn their keys; return the next free position.
 
         The prefix holds positions 0 .. prefix_len - 1 in every family, so the video restarts at
