@@ -95,9 +95,6 @@ def _refuse_flags(stream, answer) -> None:
     if stream.policy is not None:
         raise InfinipotError("compare takes its policies from --policies (e.g. --policies infinipot,hermes): drop "
                              "--policy")
-    if answer.evidence:
-        raise InfinipotError("--evidence is not available with compare yet: ask one policy with `infinipot ask "
-                             "--evidence --policy NAME`")
 
 
 def _questions(questions: list[str], questions_file: Path | None) -> tuple[list, list[dict]]:
