@@ -60,18 +60,9 @@ def looks_like_cache(path: Path) -> bool:
 
 
 def _check_regular(path: Path) -> int:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise InfinipotError(f"cache file not found: {path} — check the path") from None
-    except OSError as error:
-        raise InfinipotError(f"cannot read cache file {path} ({error.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InfinipotError(f"cache path is a directory: {path} — pass a .ipv file written by `infinipot compress`")
-    if not stat.S_ISREG(info.st_mode):
-        raise InfinipotError(f"cache path is not a regular file (a FIFO, socket or device): {path} — pass a .ipv "
-                             "file written by `infinipot compress`")
-    return info.st_size
+    from infinipot.file_io import input_file
+
+    return input_file(path, "cache file", "pass a .ipv file written by `infinipot compress`").st_size
 
 
 def read_header(path: str | Path) -> CacheHeader:

@@ -18,6 +18,30 @@ from pathlib import Path
 from infinipot.errors import InfinipotError
 
 
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def input_file(path: Path, what: str, fix: str) -> os.stat_result:
+    """`path`'s stat if it is a regular file to read; else one line naming what it is and `fix`.
+
+    Only `stat` is called: opening a FIFO to look at it would wait for a writer forever.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InfinipotError(f"{what} not found: {path} — check the path") from None
+    except OSError as error:
+        raise InfinipotError(f"cannot read {what} {path} ({error.strerror}) — check the path and its permissions") \
+            from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InfinipotError(f"{what} {path} is a directory — {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "something else")
+        raise InfinipotError(f"{what} {path} is not a regular file ({kind}) — {fix}")
+    return info
+
+
 def check_writable(path: Path, what: str = "output") -> None:
     """Fail now, before any work, if `path` cannot be written as a regular file."""
     path = Path(path)

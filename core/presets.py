@@ -7,7 +7,6 @@ is two lines: `base: qwen2.5-vl-7b` and `model: /models/Qwen2.5-VL-7B-Instruct`.
 
 from __future__ import annotations
 
-import stat
 from importlib import resources
 from pathlib import Path
 
@@ -49,16 +48,9 @@ def load_preset(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> Settin
 
 def _read_file(path: Path) -> str:
     """The text of a preset file, refusing what is not a regular, small, UTF-8 file."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise InfinipotError(f"preset file not found: {path}") from None
-    except OSError as error:
-        raise InfinipotError(f"cannot read preset file {path} ({error.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InfinipotError(f"preset path is a directory: {path} — give a .yaml file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InfinipotError(f"preset path is not a regular file (a FIFO or device): {path} — give a .yaml file")
+    from infinipot.file_io import input_file
+
+    info = input_file(path, "preset file", "give a .yaml file")
     if info.st_size > MAX_PRESET_BYTES:
         raise InfinipotError(f"preset file {path} is {info.st_size:,} bytes; a preset is a few lines: check the path")
     raw = path.read_bytes()

@@ -22,6 +22,10 @@ from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
 
+ANSWER_MARK = "@@infinipot-answer@@"  # markers for rendering a conversation template
+QUESTION_MARK = "@@infinipot-question@@"
+
+
 @dataclass(frozen=True)
 class EncodedChunk:
     """One chunk of frames, ready to prefill."""
@@ -150,6 +154,23 @@ class Adapter(ABC):
             raise InfinipotError("no video has been streamed yet: stream a video before asking")
         ids = self.question_ids(text, state)
         return PromptParts(ids, self.text_positions(state.largest + 1, ids.shape[1]))
+
+    def template_follow_up(self, text: str) -> str:
+        """The chat template's own text between an answer and the next generation prompt, asking `text`.
+
+        A two-turn conversation with marker strings is rendered and the text after the first
+        answer's marker taken, so each family's turn format (`<|im_end|>` turns, Vicuna's
+        `USER:`/`ASSISTANT:`) comes from its template, not from code here.
+        """
+        messages = [
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARK}]},
+            {"role": "user", "content": [{"type": "text", "text": QUESTION_MARK}]},
+        ]
+        rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if rendered.count(ANSWER_MARK) != 1 or rendered.count(QUESTION_MARK) != 1:
+            raise InfinipotError(f"the chat template of {self.model_id} cannot hold a conversation: ask single questions")
+        return rendered.split(ANSWER_MARK, 1)[1].replace(QUESTION_MARK, text)
 
     def follow_up(self, text: str, start: int) -> PromptParts:
         """The next chat turn: close the previous answer and ask `text`, the first token at `start`."""

@@ -32,8 +32,6 @@ from infinipot.errors import InfinipotError
 from infinipot.layout import ChunkLayout
 
 PLACEHOLDER_QUESTION = "?"
-ANSWER_MARK = "@@infinipot-answer@@"  # markers for rendering a conversation template
-QUESTION_MARK = "@@infinipot-question@@"
 
 
 @dataclass
@@ -112,21 +110,7 @@ class LlavaAdapter(Adapter):
         return suffix
 
     def follow_up(self, text: str, start: int) -> PromptParts:
-        """The chat template's own text between an answer and the next generation prompt.
-
-        A two-turn conversation with marker strings is rendered and the text after the first
-        answer's marker taken, so each family's turn format (OneVision's `<|im_end|>` turns,
-        NeXT-Video's `USER:`/`ASSISTANT:`) comes from its template, not from code here.
-        """
-        messages = [
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PLACEHOLDER_QUESTION}]},
-            {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARK}]},
-            {"role": "user", "content": [{"type": "text", "text": QUESTION_MARK}]},
-        ]
-        rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if rendered.count(ANSWER_MARK) != 1 or rendered.count(QUESTION_MARK) != 1:
-            raise InfinipotError(f"the chat template of {self.model_id} cannot hold a conversation: ask single questions")
-        tail = rendered.split(ANSWER_MARK, 1)[1].replace(QUESTION_MARK, text)
+        tail = self.template_follow_up(text)
         ids = torch.tensor([self.tokenizer(tail, add_special_tokens=False).input_ids], dtype=torch.long)
         return PromptParts(ids, self.text_positions(start, ids.shape[1]))
 

@@ -37,8 +37,6 @@ from infinipot.layout import ChunkLayout
 
 VIDEO_PAD, VISION_START, VISION_END = "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
 PLACEHOLDER_QUESTION = "?"
-ANSWER_MARK = "@@infinipot-answer@@"  # markers for rendering a conversation template
-QUESTION_MARK = "@@infinipot-question@@"
 # The budget plan reserves room for timestamps up to this many integer digits (below 100,000 s,
 # 27 hours); a stream past that brings one token more a patch per digit.
 TIMESTAMP_DIGITS = 5
@@ -150,17 +148,7 @@ class Qwen3VLAdapter(Adapter):
 
     def follow_up(self, text: str, start: int) -> PromptParts:
         """The chat template's own text between an answer and the next generation prompt."""
-        messages = [
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PLACEHOLDER_QUESTION}]},
-            {"role": "assistant", "content": [{"type": "text", "text": ANSWER_MARK}]},
-            {"role": "user", "content": [{"type": "text", "text": QUESTION_MARK}]},
-        ]
-        rendered = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if rendered.count(ANSWER_MARK) != 1 or rendered.count(QUESTION_MARK) != 1:
-            raise InfinipotError(
-                f"the chat template of {self.model_id} cannot hold a conversation: ask single questions"
-            )
-        ids = torch.tensor([self._ids(rendered.split(ANSWER_MARK, 1)[1].replace(QUESTION_MARK, text))])
+        ids = torch.tensor([self._ids(self.template_follow_up(text))])
         return PromptParts(ids, self.text_positions(start, ids.shape[1]))
 
     # --- video ------------------------------------------------------------------------------
