@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,17 +13,17 @@ from infinipot import InfinipotError, Session
 from infinipot.sources.base import FrameChunk, SourceInfo
 
 
-def test_the_readme_example_runs(short_video, tmp_path):
-    """The README's library example, as written there (with the tiny preset)."""
-    from infinipot import Session
-
-    session = Session.from_preset("tiny", budget="96", chunk_frames=8, device="cpu")
-    session.stream(short_video)
-    print(session.ask("What happened?").text)
-    session.save(tmp_path / "short.ipv")
-    later = Session.load(tmp_path / "short.ipv", device="cpu")
-    assert later.ask("What happened?", max_new_tokens=8).text == session.ask("What happened?", max_new_tokens=8).text
-    assert later.state.stats.frames == session.state.stats.frames == 20
+def test_the_readme_library_example_runs(short_video, tmp_path, monkeypatch, capsys):
+    """The README's Python example, exactly as written there, on the tiny preset and a synthetic video."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## From Python"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    assert "Session.from_preset(" in code and "session.save(" in code and "Session.load(" in code
+    code = code.replace('"qwen2.5-vl-7b"', '"tiny"').replace('"movie.mp4"', repr(str(short_video)))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and (tmp_path / "movie.ipv").stat().st_size > 0
 
 
 def test_question_positions_follow_the_training_rule_not_transformers_5_24(models):
