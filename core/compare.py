@@ -309,10 +309,8 @@ def retention(session: Session) -> Retention:
     from infinipot.retention import retention_of
 
     held = retention_of(session)
-    slots = held.layers * held.kv_heads
-    starts = [round(start, 4) for start in held.timeline.starts]
-    return Retention(held.timeline.step_seconds, starts,
-                     [round(float(v), 4) for v in held.counts.sum(axis=0) / slots], round(sum(held.merged) / slots, 4))
+    return Retention(held.timeline.step_seconds, [round(start, 4) for start in held.timeline.starts],
+                     [round(kept, 4) for kept in held.kept_per_step()], round(held.merged_mean(), 4))
 
 
 def _result(video: str, settings: dict, runs: list[_Run], lockstep: _Lockstep, wall: float,

@@ -94,6 +94,14 @@ class RetentionMap:
         return [Bin(start, end, None if math.isnan(value) else value)
                 for (start, end), value in zip(edges, share.mean(axis=0).tolist())]
 
+    def kept_per_step(self) -> list[float]:
+        """Visual tokens of each temporal step still cached, mean over layers and KV heads."""
+        return (self.counts.sum(axis=0) / max(self.layers * self.kv_heads, 1)).tolist()
+
+    def merged_mean(self) -> float:
+        """Merged tokens (summaries, prototypes), mean over layers and KV heads."""
+        return sum(self.merged) / max(self.layers * self.kv_heads, 1)
+
     def duration(self) -> float:
         return self.timeline.end(self.steps - 1) - self.timeline.starts[0] if self.steps else 0.0
 

@@ -134,7 +134,7 @@ RAY_FLAGS: tuple[Flag, ...] = (
 )
 
 MAP_HELP = ("Also draw what the cache kept into this PNG file: video time across, layers up, the share of "
-            "visual tokens kept as colour (needs matplotlib: pip install infinipot[plots]).")
+            "visual tokens kept as colour.")
 
 
 def map_option() -> Any:

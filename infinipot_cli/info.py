@@ -53,11 +53,10 @@ def info_command(
 
 
 def check_map(path: Path | None, inputs: list[Path], *others: Path | None) -> None:
-    """Before any work: `--map` is writable, is no input or other output of the run, and maps can be drawn."""
+    """Before any work: `--map` is writable and is no input or other output of the run."""
     if path is None:
         return
     from infinipot.file_io import check_writable
-    from infinipot.plots import require_matplotlib
 
     from infinipot_cli.opening import same_file
 
@@ -65,7 +64,6 @@ def check_map(path: Path | None, inputs: list[Path], *others: Path | None) -> No
         if other is not None and same_file(path, Path(other)):
             raise InfinipotError(f"--map {path} is also {other}, read or written by this run: choose another file name")
     check_writable(path, "--map")
-    require_matplotlib()
 
 
 def write_map(retention, path: Path, quiet: bool = False) -> None:

@@ -17,7 +17,8 @@ import pytest
 from helpers import ALL_FAMILIES, TINY_CLI, assert_one_line_error, frames, invoke, invoke_json, session
 from infinipot.cache_header import read_header
 from infinipot.errors import InfinipotError
-from infinipot.plots import draw_retention_map, map_size
+from infinipot.drawing import clock, time_ticks, viridis
+from infinipot.plots import BOX, draw_retention_map, map_size
 from infinipot.retention import RetentionMap, nice_bin, retention_of, retention_of_file
 from infinipot.timeline import Timeline
 
@@ -109,14 +110,36 @@ def test_a_long_stream_is_drawn_in_bins(tmp_path):
     draw_retention_map(retention, tmp_path / "long.png")
 
 
-def test_no_matplotlib_is_one_line_naming_the_extra(models, monkeypatch, tmp_path, short_video):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    retention = retention_of(streamed_with_gap(models, "qwen2_5_vl"))
-    with pytest.raises(InfinipotError, match=r"pip install infinipot\[plots\]"):
-        draw_retention_map(retention, tmp_path / "map.png")
-    result = invoke("compress", short_video, "-o", tmp_path / "short.ipv", *TINY_CLI, "--map", tmp_path / "m.png")
-    assert_one_line_error(result, "pip install infinipot[plots]")
-    assert not (tmp_path / "short.ipv").exists()  # refused before streaming
+def test_the_maps_pixels_are_the_shares_colours_drawn_without_matplotlib(models, monkeypatch, tmp_path):
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # one drawing path, on Pillow
+    retention = retention_of(streamed_with_gap(models, "llava_onevision"))  # one frame a step, 1 s bins
+    with Image.open(draw_retention_map(retention, tmp_path / "map.png")) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    edges, share = retention.bins(retention.timeline.step_seconds)
+    left, top, right, bottom = BOX
+    origin, end = edges[0][0], edges[-1][1]
+    for layer in range(retention.layers):  # layer 0 at the bottom
+        y = bottom - 1 - int((layer + 0.5) * (bottom - top) / retention.layers)
+        for index, (start, stop) in enumerate(edges):  # each bin over its own stretch of time
+            x = left + int(((start + stop) / 2 - origin) / (end - origin) * (right - left))
+            assert tuple(pixels[y, x]) == tuple(viridis(share[layer:layer + 1, index])[0]), (layer, start)
+    assert viridis(np.array([0.0, 1.0, np.nan])).tolist() == [[68, 1, 84], [253, 231, 37], [208, 208, 208]]
+
+
+def test_an_empty_cache_has_no_map_to_draw(tmp_path):
+    retention = RetentionMap(np.zeros((2, 0), dtype=np.int64), [0, 0], 2, 6, Timeline(1.0, 1), 600, "infinipot")
+    with pytest.raises(InfinipotError, match="stream a video first"):
+        draw_retention_map(retention, tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_time_ticks_fall_on_round_clock_times():
+    assert time_ticks(0.0, 600.0) == [60.0 * minute for minute in range(11)]
+    assert time_ticks(100.0, 47.0) == [100.0 + 5 * k for k in range(10)]  # 1:40, 1:45, ..., 2:25
+    assert [clock(tick) for tick in time_ticks(3500.0, 400.0)] == ["59:00", "1:00:00", "1:01:00", "1:02:00",
+                                                                  "1:03:00", "1:04:00", "1:05:00"]
 
 
 def test_each_answer_carries_the_span_and_the_kept_share(models):
