@@ -25,7 +25,6 @@ from infinipot.questions import QuestionEntry
 
 log = logging.getLogger(__name__)
 RESULT_SUFFIXES = (".jsonl", ".ndjson", ".jsonlines")
-TEMP_SUFFIX_BYTES = 16  # room for a writer's ".NAME.<pid>.tmp" temporary name
 
 
 def result_key(record: dict) -> tuple[str, str]:
@@ -38,6 +37,11 @@ def check_output_name(path: Path) -> None:
     if path.suffix and path.suffix.lower() not in RESULT_SUFFIXES:
         raise InfinipotError(f"output {path}: results are written as JSON lines, not {path.suffix} — "
                              f"name it {path.with_suffix('.jsonl').name}")
+    parent = path.parent if str(path.parent) else Path(".")
+    limit = _name_limit(parent) if parent.is_dir() else 255
+    if len(path.name.encode()) > limit:  # results are appended in place: no temporary name to make room for
+        raise InfinipotError(f"output name {excerpt(path.name)} is {len(path.name.encode())} bytes, more than this "
+                             f"file system allows ({limit}): choose a shorter name")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -61,10 +65,6 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InfinipotError(f"directory does not exist: {parent} — create it first or choose another output")
-    limit = _name_limit(parent)
-    if len(path.name.encode()) + TEMP_SUFFIX_BYTES > limit:
-        raise InfinipotError(f"output name {excerpt(path.name)} is {len(path.name.encode())} bytes; with a "
-                             f"temporary suffix it passes the {limit}-byte limit: choose a shorter name")
     if not os.access(parent, os.W_OK):
         raise InfinipotError(f"cannot write to directory {parent} (permission denied): choose another output")
     _probe(parent)

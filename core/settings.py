@@ -185,8 +185,9 @@ def validate(settings: Settings) -> Settings:
             raise InfinipotError(f"`{name}` must be a positive integer, got {value}")
     if settings.min_pixels and settings.max_pixels and settings.min_pixels > settings.max_pixels:
         raise InfinipotError(f"`min_pixels` ({settings.min_pixels}) exceeds `max_pixels` ({settings.max_pixels})")
-    if not 0 < settings.keep_ratio <= 1:
-        raise InfinipotError(f"`keep_ratio` must be in (0, 1], got {settings.keep_ratio:g}")
+    if not 0 < settings.keep_ratio < 1:  # C = M would leave no room for the next frames after a compression
+        raise InfinipotError(f"`keep_ratio` must be in (0, 1) so that each compression leaves room for new "
+                             f"frames (0.75 is the paper's), got {settings.keep_ratio:g}")
     if not 0 < settings.chunk_frames <= 4096:
         raise InfinipotError(f"`chunk_frames` must be between 1 and 4096, got {settings.chunk_frames}")
     normalize_budget(settings.budget)

@@ -61,6 +61,11 @@ def compare_command(
     settings = video_settings(stream)
     opening = {flag: getattr(stream, flag) for flag in ("start", "end", "max_frames") if getattr(stream, flag)}
     names = [name.strip() for name in policies.split(",")]
+    from infinipot.policies import POLICY_NAMES
+
+    unknown = [name for name in names if name not in POLICY_NAMES]
+    if unknown:  # before any weights load, naming the flag the user typed
+        raise InfinipotError(f"unknown policy {unknown[0]!r} in --policies: choose from {', '.join(POLICY_NAMES)}")
     from infinipot.compare import compare
 
     with StreamDisplay(not (quiet or as_json)) as display:

@@ -78,7 +78,7 @@ STREAM_FLAGS: tuple[Flag, ...] = (
     Flag("budget", "--budget", str, "Visual-token budget M: tokens (6000, 6k) or memory (2GiB, 512MB).", "budget",
          "SIZE"),
     Flag("policy", "--policy", str, f"Compression policy: {POLICIES_PLACEHOLDER}.", "policy", "NAME"),
-    Flag("keep_ratio", "--keep-ratio", float, "Share of the budget each compression keeps (C/M), in (0, 1].",
+    Flag("keep_ratio", "--keep-ratio", float, "Share of the budget each compression keeps (C/M), in (0, 1).",
          "keep_ratio", "RATIO", parse=_finite),
     Flag("recent", "--recent", float, "Share of the budget's frames always kept whole (r).", "recent_ratio", "RATIO",
          parse=_finite),
@@ -145,10 +145,16 @@ def map_option() -> Any:
 FLAG_OF: dict[str, str] = {flag.setting: flag.option for flag in (*STREAM_FLAGS, *ANSWER_FLAGS, *RAY_FLAGS)
                             if flag.setting}
 _BACKTICKED = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+_ABOUT_A_PRESET = re.compile(r"\S+\.ya?ml:")
 
 
 def flagged(message: str) -> str:
-    """A library message with each backticked setting that has a flag written as that flag."""
+    """A library message with each backticked setting that has a flag written as that flag.
+
+    A message about a preset file ("p.yaml: `budget` ...") keeps the key as the file spells it.
+    """
+    if _ABOUT_A_PRESET.match(message):
+        return message
     return _BACKTICKED.sub(lambda found: FLAG_OF.get(found.group(1), found.group(0)), message)
 
 

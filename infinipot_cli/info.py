@@ -63,6 +63,9 @@ def check_map(path: Path | None, inputs: list[Path], *others: Path | None) -> No
     for other in [*inputs, *others]:
         if other is not None and same_file(path, Path(other)):
             raise InfinipotError(f"--map {path} is also {other}, read or written by this run: choose another file name")
+    if path.suffix.lower() != ".png":
+        raise InfinipotError(f"--map {path}: the map is drawn as a PNG image, not {path.suffix or 'a file without a suffix'}"
+                             f" — name it {path.with_suffix('.png').name}")
     check_writable(path, "--map")
 
 

@@ -42,7 +42,7 @@ def test_compare_tables_keep_their_numbers_at_80_columns(short_video):
 def test_compare_refusals_are_one_line(short_video, tmp_path):
     assert_one_line_error(invoke("compare", short_video, "Q?", "--policy", "tar", "--preset", "tiny"), "--policies")
     assert_one_line_error(invoke("compare", short_video, "Q?", "--policies", "infinipot,bogus", "--preset", "tiny"),
-                          "bogus")
+                          "unknown policy 'bogus' in --policies")
     assert_one_line_error(invoke("compare", short_video, "Q?", "--plot", tmp_path / "kept.jpg", "--preset", "tiny"),
                           ".png")
     assert_one_line_error(invoke("compare", short_video, "Q?", "--full-max-memory", "lots", "--preset", "tiny"),

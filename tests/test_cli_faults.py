@@ -54,8 +54,8 @@ def test_usage_errors_are_one_line_and_exit_2(short_video, args):
 
 # --- settings errors name the flag (before any weights load) ------------------------------------
 @pytest.mark.parametrize("args, fragments", [
-    (("--keep-ratio", "1"), ("--keep-ratio 1 keeps the whole budget", "lower --keep-ratio")),
-    (("--keep-ratio", "1.5"), ("--keep-ratio must be in (0, 1]",)),
+    (("--keep-ratio", "1"), ("--keep-ratio must be in (0, 1)", "leaves room for new frames", "got 1")),
+    (("--keep-ratio", "1.5"), ("--keep-ratio must be in (0, 1)",)),
     (("--positions", "bogus"), ("unknown --positions 'bogus'",)),
     (("--pooling", "max"), ("unknown --pooling 'max'",)),
     (("--device", "tpu"), ("unknown --device 'tpu'",)),
@@ -65,6 +65,14 @@ def test_settings_errors_name_the_flag(short_video, args, fragments, monkeypatch
     result = invoke("ask", short_video, "What?", "--preset", "tiny", *args)
     assert_one_line_error(result, *fragments)
     assert "preset" not in result.output and "`" not in result.output
+
+
+def test_errors_in_a_preset_file_name_its_keys_not_flags(short_video, tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: tiny\nbudget: [1, 2]\n")
+    result = invoke("ask", short_video, "What?", "--preset", preset)
+    assert_one_line_error(result, "mine.yaml: `budget` has the wrong type")
+    assert "--budget" not in result.output
 
 
 def test_the_smallest_budget_named_is_the_true_one(short_video):
@@ -181,8 +189,11 @@ def test_output_onto_the_preset_file_is_refused(short_video, tmp_path, no_stream
 
 
 def test_outputs_that_cannot_be_written_fail_before_any_work(short_video, tmp_path, no_streaming):
-    long_name = tmp_path / ("r" * 245 + ".jsonl")  # legal, but not with a temporary suffix
-    assert_one_line_error(invoke("ask", short_video, "What?", *TINY_CLI, "-o", long_name), "choose a shorter name")
+    too_long = tmp_path / ("r" * 250 + ".jsonl")  # 256 bytes: no file system here takes it
+    assert_one_line_error(invoke("ask", short_video, "What?", *TINY_CLI, "-o", too_long), "choose a shorter name")
+    assert_one_line_error(invoke("ask", short_video, "What?", *TINY_CLI, "--map", tmp_path / "map.txt"),
+                          "--map", "drawn as a PNG image, not .txt", "name it map.png")
+    assert not (tmp_path / "map.txt").exists()
     fifo = tmp_path / "out.ipv"
     os.mkfifo(fifo)
     assert_one_line_error(invoke("compress", short_video, "-o", fifo, *TINY_CLI), "not a regular file")

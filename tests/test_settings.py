@@ -32,6 +32,7 @@ def test_overrides_are_typed_and_checked_once():
     assert tiny.replace(fps=None).fps == tiny.fps  # None keeps a value
     for changes, message in [
         (dict(keep_ratio=1.5), "`keep_ratio` must be in"),
+        (dict(keep_ratio=1.0), r"`keep_ratio` must be in \(0, 1\) so that each compression leaves room"),
         (dict(fps=float("inf")), "`fps` must be a finite number"),
         (dict(fps=0), "`fps` must be a positive"),
         (dict(chunk_frames=0), "`chunk_frames` must be between"),

@@ -122,8 +122,8 @@ class FfmpegFrames:
         lines = list(self._stderr_tail)
         errors = [line for line in lines if (m := _LEVEL.match(line)) and m.group(1) in ("error", "fatal")]
         plain = [line for line in errors if line.startswith(("[error]", "[fatal]"))]  # ffmpeg's own, not a codec's
-        chosen = (plain or errors or lines or ["it exited without a message"])[0]
-        return _LEVEL.sub("", chosen).strip()
+        chosen = _LEVEL.sub("", (plain or errors or lines or ["it exited without a message"])[0]).strip()
+        return chosen.removeprefix(f"{self.name}: ")  # ffmpeg names the input; the caller's message already does
 
     def close(self) -> None:
         """End the process group (SIGTERM, then SIGKILL after a grace period) and both threads."""
