@@ -356,7 +356,7 @@ def test_yaml_python_tags_are_refused(tmp_path):
     text = '- question: !!python/object/apply:os.system ["echo pwned"]\n'
     with pytest.raises(InfinipotError, match=r"q.yaml:1: not valid YAML \(could not determine a constructor") as caught:
         read_questions(write(tmp_path, "q.yaml", text))
-    assert len(str(caught.value)) < 220
+    assert len(str(caught.value).replace(str(tmp_path), "")) < 200  # short whatever the temp path's length
 
 
 @pytest.mark.parametrize("codec, mark", [
