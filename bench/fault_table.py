@@ -123,6 +123,20 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def document(text: str, count: int, failed: int) -> str:
+    """The table as docs/fault-table.md: how it was made, what "clean" means, then the rows."""
+    from datetime import date
+
+    return (
+        "# Fault table\n\n"
+        f"Made by `python bench/fault_table.py --out docs/fault-table.md` on {date.today().isoformat()}: "
+        f"{count} fault classes, {count - failed} clean, {failed} failed. Each row ran "
+        "`python -m infinipot_cli` (shown as `infinipot`) with the tiny preset in a scratch folder; clean means "
+        "the expected exit code, no traceback, at most one `error:` line and otherwise only `warning:` lines on "
+        "stderr, every input unchanged, and no temporary or half-written file left. The line shown is the "
+        "error (or, for a run that succeeds, its last stderr line), cut at 160 characters.\n\n" + text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="Also write the table (markdown) here.")
@@ -151,7 +165,7 @@ def main() -> int:
     failed = sum(bool(outcome.problems) for outcome in outcomes)
     print(f"{len(outcomes)} fault classes: {len(outcomes) - failed} clean, {failed} failed")
     if options.out:
-        options.out.write_text(text)
+        options.out.write_text(document(text, len(outcomes), failed))
     return 1 if failed else 0
 
 

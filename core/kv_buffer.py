@@ -86,17 +86,18 @@ class BufferLayer(DynamicLayer):
         Tokens before `start` (the prefix) stay; the kept ones move to start, start + 1, ... in
         the order given (sorted keeps cache order; a permutation reorders), and the layer ends
         there. `scratch` is a reusable `[>= heads * keep, dim]` buffer: rows are gathered into it
-        and copied back, so nothing the size of the cache is allocated.
+        and copied back, so nothing the size of the cache is allocated. The copy back is one strided
+        copy (each head's kept rows land on a contiguous run), several times faster than index_copy_.
         """
         heads, keep = kept.shape
         for buffer in (self.key_buffer, self.value_buffer):
-            flat = buffer[0].view(heads * self.capacity, buffer.shape[-1])  # rows of every head
+            dim = buffer.shape[-1]
+            flat = buffer[0].view(heads * self.capacity, dim)  # rows of every head
             base = torch.arange(heads, device=flat.device).unsqueeze(1) * self.capacity  # [heads, 1]
             source = (kept.to(flat.device) + start + base).reshape(-1)
-            target = (torch.arange(keep, device=flat.device) + start + base).reshape(-1)
-            rows = scratch[: heads * keep, : buffer.shape[-1]]
+            rows = scratch[: heads * keep, :dim]
             torch.index_select(flat, 0, source, out=rows)
-            flat.index_copy_(0, target, rows)
+            buffer[0, :, start : start + keep].copy_(rows.view(heads, keep, dim))
         self.length = start + keep
         self._refresh()
 

@@ -43,17 +43,18 @@ def tar_scores(
 
     # cos is linear in the recent key, so the mean over recent frames is one dot product with
     # the per-cell sum of unit recent keys, divided by how many recent frames hold that cell.
-    # Older tokens are scattered into a spare cell (index `cells`) that is then dropped.
-    target = torch.where(recent, cell, torch.full_like(cell, cells))  # [heads, tokens]
-    # Rows of a flattened [heads * (cells + 1), dim] table: index_add_/index_select copy whole
-    # rows, far faster than scatter/gather with an index expanded over dim.
-    row_base = torch.arange(heads, device=keys.device).unsqueeze(1) * (cells + 1)  # [heads, 1]
-    recent_sum = unit.new_zeros(heads * (cells + 1), dim)
-    recent_sum.index_add_(0, (target + row_base).reshape(-1), unit.reshape(-1, dim))
-    recent_count = unit.new_zeros(heads * (cells + 1))
-    recent_count.index_add_(0, (target + row_base).reshape(-1), recent.reshape(-1).to(unit.dtype))
+    # Rows of a flattened [heads * cells, dim] table: index_add_/index_select copy whole rows, far
+    # faster than scatter/gather with an index expanded over dim. Only the recent tokens (about an
+    # eighth) are added, in cache order, so each cell's sum is the same as adding every token would give.
+    row_base = torch.arange(heads, device=keys.device).unsqueeze(1) * cells  # [heads, 1]
+    rows_of_cell = (cell + row_base).reshape(-1)  # [heads * tokens]
+    recent_at = recent.reshape(-1).nonzero().squeeze(1)
+    recent_rows = rows_of_cell.index_select(0, recent_at)
+    recent_sum = unit.new_zeros(heads * cells, dim)
+    recent_sum.index_add_(0, recent_rows, unit.reshape(-1, dim).index_select(0, recent_at))
+    recent_count = unit.new_zeros(heads * cells)
+    recent_count.index_add_(0, recent_rows, unit.new_ones(recent_rows.shape[0]))
 
-    rows_of_cell = (cell + row_base).reshape(-1)
     at_cell = recent_sum.index_select(0, rows_of_cell).view(heads, tokens, dim)
     count = recent_count.index_select(0, rows_of_cell).view(heads, tokens)
     similarity = (unit * at_cell).sum(dim=-1) / count.clamp(min=1)
