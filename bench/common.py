@@ -28,8 +28,7 @@ SHAPES = {
 
 def bench_model(shape: str = "kv") -> Path:
     """A random Qwen2.5-VL of the given text shape, built from the tiny checkpoint's processor and config."""
-    import torch
-    from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoConfig
 
     from infinipot.tiny import ensure_tiny_checkpoint
 
@@ -45,11 +44,20 @@ def bench_model(shape: str = "kv") -> Path:
         setattr(text, key, value)
     text.layer_types = ["full_attention"] * text.num_hidden_layers
     config.vision_config.out_hidden_size = text.hidden_size
+    return save_random_model(config, tiny, target)
+
+
+def save_random_model(config, processor_from: Path, target: Path) -> Path:
+    """Random Qwen2.5-VL weights of `config` (seed 0) with the processor of `processor_from`, written
+    to `target` through a scratch folder so an interrupted build never leaves a half model."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
     torch.manual_seed(0)
     scratch = target.with_suffix(".tmp")
     shutil.rmtree(scratch, ignore_errors=True)
     Qwen2_5_VLForConditionalGeneration(config).save_pretrained(scratch)
-    AutoProcessor.from_pretrained(tiny).save_pretrained(scratch)
+    AutoProcessor.from_pretrained(processor_from).save_pretrained(scratch)
     scratch.rename(target)
     return target
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 OUT = Path(__file__).resolve().parent / "out"
 POLICIES = ("infinipot", "hermes", "recent-frames", "uniform")
@@ -29,9 +30,9 @@ SIDE = 224
 
 def scaled_model() -> Path:
     """A random Qwen2.5-VL with the 7B's layer shapes in both towers at about 1/8 of their depth."""
-    import torch
-    from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoConfig
 
+    from common import save_random_model
     from infinipot.tiny import ensure_tiny_checkpoint
 
     target = OUT / "qwen2_5_vl-scaled"
@@ -48,13 +49,7 @@ def scaled_model() -> Path:
         setattr(text, key, value)
     text.rope_parameters["mrope_section"] = [16, 24, 24]
     text.layer_types = ["full_attention"] * text.num_hidden_layers
-    torch.manual_seed(0)
-    scratch = target.with_suffix(".tmp")
-    shutil.rmtree(scratch, ignore_errors=True)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(scratch)
-    AutoProcessor.from_pretrained(tiny).save_pretrained(scratch)
-    scratch.rename(target)
-    return target
+    return save_random_model(config, tiny, target)
 
 
 def settings_for(shape: str, budget: int):

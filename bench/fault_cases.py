@@ -226,7 +226,7 @@ def make_inputs(folder: Path, env: dict) -> None:
     subprocess.run([*ffmpeg, "-i", "testsrc=size=33x17:rate=4:duration=5", "-c:v", "libx264", "-pix_fmt",
                     "yuv444p", str(folder / "odd.mp4")], check=True)
     subprocess.run([sys.executable, "-m", "infinipot_cli", "compress", "short.mp4", "-o", "cache.ipv", *TINY, "-q"],
-                   cwd=folder, env=env, check=True)
+                   cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
     write_files(folder)
     write_caches(folder)
     for name in ("fifo.mp4", "fifo.ipv", "fifo.txt", "fifo.yaml"):

@@ -31,11 +31,9 @@ QWEN_SPECIAL_TOKENS = [
     "<|video_pad|>",
 ]
 
-# The Qwen2-VL / Qwen2.5-VL chat format, reduced to what a video question needs.
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+# Each message of the Qwen chat formats (Qwen2-VL to Qwen3-VL), reduced to what a video question
+# needs, and the end of the loop over messages; a template opens the loop before it.
+QWEN_MESSAGES = (
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -44,6 +42,12 @@ QWEN_CHAT_TEMPLATE = (
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
     "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# The Qwen2-VL / Qwen2.5-VL chat format: a default system prompt, then the messages.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}" + QWEN_MESSAGES
 )
 
 CORPUS = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from infinipot.tiny import CORPUS, QWEN_SPECIAL_TOKENS
+from infinipot.tiny import CORPUS, QWEN_MESSAGES, QWEN_SPECIAL_TOKENS
 
 # The per-frame pixel limits (the processor's `size`, read per frame as qwen-vl-utils does):
 # 2 x 2 to 4 x 4 merged tokens of 32 x 32 pixels.
@@ -22,17 +22,7 @@ MIN_PIXELS, MAX_PIXELS = 64 * 64, 128 * 128
 
 # The Qwen3-VL chat format, reduced to what a video question needs (no default system prompt,
 # like the real template); the video is the usual vision-start, video pad, vision-end triple.
-QWEN3_VL_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+QWEN3_VL_CHAT_TEMPLATE = "{% for message in messages %}" + QWEN_MESSAGES
 
 # Timestamps are in every prompt: let " seconds" be one token, as in Qwen's vocabulary.
 TIMESTAMP_CORPUS = [f"<{t / 2:.1f} seconds>" for t in range(0, 40, 3)] + ["a few seconds, many seconds"]

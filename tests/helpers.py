@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 from typer.testing import CliRunner
 
@@ -78,3 +81,17 @@ def run_infinipot(*args, **popen) -> "subprocess.Popen":
 
     code = "import sys; from infinipot_cli.app import main; sys.argv[0] = 'infinipot'; main()"
     return subprocess.Popen([sys.executable, "-c", code, *[str(arg) for arg in args]], **popen)
+
+
+def every_frame(path: Path) -> list[np.ndarray]:
+    """Reference: all frames of `path` decoded plainly by PyAV, in order, as RGB."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def bright_tile(frame: np.ndarray, side: int) -> tuple[int, int]:
+    """(top, left) of the brightest side x side tile: where the white square is."""
+    h, w = frame.shape[0] // side * side, frame.shape[1] // side * side
+    tiles = frame[:h, :w].astype(np.int64).sum(-1).reshape(h // side, side, w // side, side).mean((1, 3))
+    row, col = np.unravel_index(np.argmax(tiles), tiles.shape)
+    return int(row) * side, int(col) * side

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from helpers import bright_tile, every_frame
 from infinipot.decoding import SequentialDecoder
 from infinipot.errors import InfinipotError
 from infinipot.synthetic import background, damage_video, square_box, write_test_video
@@ -24,20 +25,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def info(clip: Path) -> VideoInfo:
     return probe(clip)
-
-
-def every_frame(path: Path) -> list[np.ndarray]:
-    """Reference: all frames of `path` decoded plainly by PyAV, in order, as RGB."""
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
-def bright_tile(frame: np.ndarray, side: int) -> tuple[int, int]:
-    """(top, left) of the brightest side x side tile: where the white square is."""
-    h, w = frame.shape[0] // side * side, frame.shape[1] // side * side
-    tiles = frame[:h, :w].astype(np.int64).sum(-1).reshape(h // side, side, w // side, side).mean((1, 3))
-    row, col = np.unravel_index(np.argmax(tiles), tiles.shape)
-    return int(row) * side, int(col) * side
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from helpers import bright_tile, every_frame
 from infinipot import decoding
 from infinipot import video as video_mod
 from infinipot.decoding import SequentialDecoder
@@ -48,20 +49,6 @@ def reference_plan(frame_count: int, native_fps: float, fps: float, start: float
     if native < multiple:
         return list(range(first, last + 1)) + [last] * (multiple - native)
     return [round(first + (last - first) * k / (n - 1)) if n > 1 else first for k in range(n)]
-
-
-def every_frame(path: Path) -> list[np.ndarray]:
-    """Reference: all frames of `path` decoded plainly by PyAV, in order, as RGB."""
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
-def bright_tile(frame: np.ndarray, side: int) -> tuple[int, int]:
-    """(top, left) of the brightest side x side tile: where the white square is."""
-    h, w = frame.shape[0] // side * side, frame.shape[1] // side * side
-    tiles = frame[:h, :w].astype(np.int64).sum(-1).reshape(h // side, side, w // side, side).mean((1, 3))
-    row, col = np.unravel_index(np.argmax(tiles), tiles.shape)
-    return int(row) * side, int(col) * side
 
 
 # ---------------------------------------------------------------- probe
