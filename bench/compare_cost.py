@@ -95,6 +95,18 @@ def alone(video: str, settings, model, entries, ask: dict) -> None:
         session.ask(entry.prompt, **ask)
 
 
+def compare_video(shape: str, seconds: int) -> Path:
+    """The synthetic video at 1 fps: 224x224 for the scaled model, 112x84 for the tiny one (written once)."""
+    from infinipot.synthetic import write_test_video
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    side = SIDE if shape == "scaled" else 112
+    video = OUT / f"compare-{seconds}s-{side}px.mp4"
+    if not video.is_file():
+        write_test_video(video, seconds=seconds, fps=1, width=side, height=side * 3 // 4 if side == 112 else side)
+    return video
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=("tiny", "scaled"), default="tiny")
@@ -110,15 +122,10 @@ def main() -> None:
     from infinipot.compare import compare
     from infinipot.model import Model
     from infinipot.plot_retention import plot_retention
-    from infinipot.synthetic import write_test_video
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    OUT.mkdir(parents=True, exist_ok=True)
-    side = SIDE if args.shape == "scaled" else 112
-    video = OUT / f"compare-{args.seconds}s-{side}px.mp4"
-    if not video.is_file():
-        write_test_video(video, seconds=args.seconds, fps=1, width=side, height=side * 3 // 4 if side == 112 else side)
+    video = compare_video(args.shape, args.seconds)
     per_step = 64 if args.shape == "scaled" else 12
     budget = args.budget or max(4 * per_step, args.seconds // 2 * per_step // 4)
     settings = settings_for(args.shape, budget)

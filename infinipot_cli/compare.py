@@ -23,6 +23,17 @@ from infinipot_cli.flags import ANSWER, STREAM, with_flags
 from infinipot_cli.opening import Source, run_inputs, setting_changes, video_settings
 
 
+def _policy_names(policies: str) -> list[str]:
+    """--policies as names, each one known: checked before any weights load, naming the flag typed."""
+    from infinipot.policies import POLICY_NAMES
+
+    names = [name.strip() for name in policies.split(",")]
+    unknown = [name for name in names if name not in POLICY_NAMES]
+    if unknown:
+        raise InfinipotError(f"unknown policy {unknown[0]!r} in --policies: choose from {', '.join(POLICY_NAMES)}")
+    return names
+
+
 @with_flags(STREAM, ANSWER)
 def compare_command(
     video: Annotated[str, typer.Argument(metavar="VIDEO", help="Video file or stream to compare the policies on.",
@@ -60,12 +71,7 @@ def compare_command(
     limit = _memory_limit(full_max_memory)
     settings = video_settings(stream)
     opening = {flag: getattr(stream, flag) for flag in ("start", "end", "max_frames") if getattr(stream, flag)}
-    names = [name.strip() for name in policies.split(",")]
-    from infinipot.policies import POLICY_NAMES
-
-    unknown = [name for name in names if name not in POLICY_NAMES]
-    if unknown:  # before any weights load, naming the flag the user typed
-        raise InfinipotError(f"unknown policy {unknown[0]!r} in --policies: choose from {', '.join(POLICY_NAMES)}")
+    names = _policy_names(policies)
     from infinipot.compare import compare
 
     with StreamDisplay(not (quiet or as_json)) as display:
@@ -80,20 +86,25 @@ def compare_command(
         print(json.dumps({**result.as_dict(), **({"skipped": skipped} if skipped else {})}, indent=2,
                          ensure_ascii=False))
         return
+    _print_tables(result, answer.evidence)
+    console.note(f"{len(result.policies)} policies from one decode and {result.vision_runs} vision passes over "
+                 f"{result.chunks} chunks: about {result.estimated_saving:.1f}x faster than separate runs "
+                 f"(estimated from this run's timings); settings {setting_changes(stream) or 'of the preset'}")
+
+
+def _print_tables(result, evidence: bool) -> None:
+    """The comparison tables on stdout, then each answer's evidence when --evidence asked for it."""
     from infinipot_cli.compare_render import comparison_tables
 
     for table in comparison_tables(result):
         console.out().print(table)
-    if answer.evidence:
+    if evidence:
         from infinipot_cli.render import evidence_line
 
         for record in result.records():
             if "evidence" in record:
                 console.out().print(f"evidence {record['id']} {record['policy']}: {evidence_line(record['evidence'])}",
                                     markup=False, soft_wrap=True)
-    console.note(f"{len(result.policies)} policies from one decode and {result.vision_runs} vision passes over "
-                 f"{result.chunks} chunks: about {result.estimated_saving:.1f}x faster than separate runs "
-                 f"(estimated from this run's timings); settings {setting_changes(stream) or 'of the preset'}")
 
 
 def _refuse_flags(stream, answer) -> None:
