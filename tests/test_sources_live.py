@@ -241,6 +241,7 @@ def test_connection_refused_is_one_line() -> None:
     with pytest.raises(InfinipotError) as err:
         open_source(f"tcp://127.0.0.1:{port}", fps=1.0, stall_timeout=10)
     assert_one_line(err, f"ffmpeg cannot read tcp://127.0.0.1:{port}", "Connection refused")
+    assert str(err.value).count(f"127.0.0.1:{port}") == 1  # ffmpeg's own copy of the address is dropped
 
 
 def test_a_silent_address_fails_after_the_stall_timeout_and_leaves_nothing_running() -> None:
