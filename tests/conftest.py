@@ -50,6 +50,20 @@ def short_video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    """10 s at 4 fps: 40 frames of 112x84 (mpeg4, a keyframe every 12 frames), for the video tests."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4", seconds=10, fps=4)
+
+
+@pytest.fixture(scope="session")
+def info(clip):
+    """The probed `clip` (a VideoInfo)."""
+    from infinipot.video import probe
+
+    return probe(clip)
+
+
+@pytest.fixture(scope="session")
 def long_video(tmp_path_factory) -> Path:
     """10 minutes at 1 fps: 3,600 visual tokens at 1 fps for the tiny models, far over a 600-token budget."""
     return write_test_video(tmp_path_factory.mktemp("videos") / "long.mp4", seconds=600, fps=1)

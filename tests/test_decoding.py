@@ -17,17 +17,6 @@ from infinipot.video import VideoInfo, iter_chunks, open_decoder, plan_frames, p
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """10 s at 4 fps: 40 frames of 112x84 (mpeg4, a keyframe every 12 frames)."""
-    return write_test_video(tmp_path_factory.mktemp("decoding") / "clip.mp4", seconds=10, fps=4)
-
-
-@pytest.fixture(scope="module")
-def info(clip: Path) -> VideoInfo:
-    return probe(clip)
-
-
-@pytest.fixture(scope="module")
 def damaged_clip(clip: Path) -> VideoInfo:
     return probe(damage_video(clip, clip.with_name("damaged.mp4"), at=0.4, length=0.2))
 
