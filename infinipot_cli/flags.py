@@ -46,6 +46,13 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
+def _finite_not_negative(value: float | None) -> float | None:
+    """A range check alone would call nan "not >= 0"; say what is wrong with it."""
+    if _finite(value) is not None and value < 0:
+        raise typer.BadParameter(f"{value:g} is negative; give 0 or more")
+    return value
+
+
 _SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _CLOCK = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*$")
 
@@ -112,7 +119,7 @@ ANSWER_FLAGS: tuple[Flag, ...] = (
     Flag("max_new_tokens", "--max-new-tokens", int, "Longest answer, in tokens.", "max_new_tokens", "N",
          target="answer", default=256, minimum=1),
     Flag("temperature", "--temperature", float, "0 answers greedily; above 0 samples.", "temperature", "T",
-         target="answer", default=0.0, minimum=0, parse=_finite),
+         target="answer", default=0.0, parse=_finite_not_negative),
     Flag("seed", "--seed", int, "Random seed for sampling.", "seed", "N", target="answer"),
     Flag("evidence", "--evidence", bool, "Show under each answer the moments of the video its question and answer "
          "attended to most (times, frames, share of the attention; where the model looked, not proof); the "

@@ -52,6 +52,11 @@ def test_usage_errors_are_one_line_and_exit_2(short_video, args):
     assert result.exit_code == 2 and "╭" not in result.output
 
 
+@pytest.mark.parametrize("value, reason", [("nan", "nan is not a finite number"), ("-1", "-1 is negative")])
+def test_a_bad_temperature_is_named_for_what_is_wrong(short_video, value, reason):
+    assert_one_line_error(invoke("ask", short_video, "What?", "--temperature", value), "--temperature", reason)
+
+
 # --- settings errors name the flag (before any weights load) ------------------------------------
 @pytest.mark.parametrize("args, fragments", [
     (("--keep-ratio", "1"), ("--keep-ratio must be in (0, 1)", "leaves room for new frames", "got 1")),

@@ -250,7 +250,7 @@ def test_a_silent_address_fails_after_the_stall_timeout_and_leaves_nothing_runni
     with pytest.raises(InfinipotError) as err:
         open_source(f"udp://127.0.0.1:{free_port()}", fps=1.0, stall_timeout=1.5, input_options=FAST_START)
     assert 2.5 <= time.monotonic() - started < 6.0  # the stall timeout plus ffmpeg's probing time (1 s here)
-    assert_one_line(err, "no video from udp://127.0.0.1", "within 2.5 s")
+    assert_one_line(err, "no video from udp://127.0.0.1", "within 2.5 s", "until its next keyframe")
     assert set(our_children()) <= before
 
 

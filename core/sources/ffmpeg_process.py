@@ -92,7 +92,8 @@ class FfmpegFrames:
             if time.monotonic() > deadline:
                 raise InfinipotError(
                     f"no video from {self.name} within {timeout:g} s — check that it is sending,"
-                    " or wait longer (--stall-timeout)"
+                    " or wait longer (--stall-timeout): a stream joined mid-way shows nothing until its next"
+                    " keyframe"
                 )
         width, height = self._size
         self._frames = queue.Queue(maxsize=max(2, _QUEUE_BYTES // (width * height * 3)))
