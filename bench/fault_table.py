@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,6 +143,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="Also write the table (markdown) here.")
     parser.add_argument("--only", help="Run only the faults whose name contains this.")
     options = parser.parse_args()
+    if shutil.which("ffmpeg") is None:  # it makes the audio-only and odd-sized inputs and serves nothing live
+        parser.exit(1, "the fault table needs the ffmpeg binary: apt-get install ffmpeg\n")
     with tempfile.TemporaryDirectory(prefix="infinipot-faults-") as scratch:
         folder = Path(scratch) / "run"
         env = {**os.environ, "INFINIPOT_CACHE": str(Path(scratch) / "models"), "HF_HUB_OFFLINE": "1",
