@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import LLAVA_FAMILIES, frames, session, streamed
+from infinipot.errors import InfinipotError
 
 QUESTION = "What happened in the video?"
 GRIDS = {"llava_onevision": (3, 3), "llava_next_video": (4, 4)}  # the tiny towers, after pooling
@@ -85,3 +86,14 @@ def test_a_character_split_across_tokens_is_shown_whole(models, monkeypatch):
     answer = result.ask("What happened?", max_new_tokens=len(tokens), on_text=pieces.append)
     assert pieces == ["中", "é", "\ufffd"]  # the unfinished last byte is shown once, at the end
     assert answer.text == "中é\ufffd" == tokenizer.decode(tokens) and answer.tokens == 6
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_a_template_without_one_video_placeholder_is_one_clear_error(models, family, monkeypatch):
+    adapter = models(family).adapter
+    before, after = adapter.split_at_video("<|im_start|>user\n<|vision_start|><|video_pad|><|vision_end|>Why?",
+                                           "<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+    assert (before, after) == ("<|im_start|>user\n", "Why?")  # the wrapped form first: the processor swaps it whole
+    monkeypatch.setattr(type(adapter), "video_prompt", lambda self, question: f"user: {question}")
+    with pytest.raises(InfinipotError, match=r"does not place exactly one <\|video_pad\|>: use the model's own"):
+        adapter.begin(1.0)

@@ -155,6 +155,21 @@ class Adapter(ABC):
         ids = self.question_ids(text, state)
         return PromptParts(ids, self.text_positions(state.largest + 1, ids.shape[1]))
 
+    def video_prompt(self, question: str) -> str:
+        """The chat template's text for one user turn of a video and `question`, ready for the answer."""
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def split_at_video(self, text: str, *placeholders: str) -> tuple[str, str]:
+        """`text` before and after the video: at the first of `placeholders` that occurs exactly once
+        (the processor replaces that whole string); a template placing none of them once is refused."""
+        placeholder = next((mark for mark in placeholders if text.count(mark) == 1), None)
+        if placeholder is None:
+            raise InfinipotError(f"the chat template of {self.model_id} does not place exactly one {placeholders[-1]}: "
+                                 "use the model's own processor files")
+        before, after = text.split(placeholder)
+        return before, after
+
     def template_follow_up(self, text: str) -> str:
         """The chat template's own text between an answer and the next generation prompt, asking `text`.
 

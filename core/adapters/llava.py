@@ -80,8 +80,7 @@ class LlavaAdapter(Adapter):
         the placeholder id: tokenising the two halves apart would differ for Llama tokenizers,
         which prefix a word-start mark to the second half that the full prompt does not have.
         """
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = self.video_prompt(question)
         ids = torch.tensor([self.tokenizer(text).input_ids], dtype=torch.long)
         where = (ids[0] == self.video_token_id).nonzero().flatten()
         if where.numel() != 1:

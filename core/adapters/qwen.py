@@ -75,15 +75,7 @@ class QwenAdapter(Adapter):
 
     # --- prompt ---------------------------------------------------------------------------
     def _render(self, question: str) -> tuple[str, str]:
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if text.count(VIDEO_PAD) != 1:
-            raise InfinipotError(
-                f"the chat template of {self.model_id} does not place exactly one {VIDEO_PAD}: "
-                "use the model's own processor files"
-            )
-        before, after = text.split(VIDEO_PAD)
-        return before, after
+        return self.split_at_video(self.video_prompt(question), VIDEO_PAD)
 
     def _ids(self, text: str) -> torch.Tensor:
         return torch.tensor([self.tokenizer(text, add_special_tokens=False).input_ids], dtype=torch.long)

@@ -122,17 +122,7 @@ class Qwen3VLAdapter(Adapter):
     # --- prompt ---------------------------------------------------------------------------
     def _render(self, question: str) -> tuple[str, str]:
         """The chat prompt's text before and after the video, which Qwen's processor replaces whole."""
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        wrapped = VISION_START + VIDEO_PAD + VISION_END
-        placeholder = wrapped if text.count(wrapped) == 1 else VIDEO_PAD
-        if text.count(placeholder) != 1:
-            raise InfinipotError(
-                f"the chat template of {self.model_id} does not place exactly one {VIDEO_PAD}: "
-                "use the model's own processor files"
-            )
-        before, after = text.split(placeholder)
-        return before, after
+        return self.split_at_video(self.video_prompt(question), VISION_START + VIDEO_PAD + VISION_END, VIDEO_PAD)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
