@@ -27,6 +27,8 @@ class Fault:
     signal: int | None = None
     signal_after: float = 0.0
     on_progress: bool = False  # send the signal at the first progress line (streaming has begun)
+    on_output: bytes | None = None  # ...or once stdout shows this (an answer being written)
+    stdin_after: str | None = None  # written to stdin after the signal, then stdin is closed
     read_one_line: bool = False  # close stdout after one line (`| head -1`)
     timeout: float = 180
     may_change: tuple[str, ...] = ()  # inputs the case is meant to change (a resumed results file)
@@ -54,6 +56,8 @@ def video_faults() -> list[Fault]:
         ask("text.mp4", q, name="text file named .mp4"),
         ask("audio.m4a", q, name="audio-only file", expect=("no video stream",)),
         ask("odd.mp4", q, name="odd-sized video (33x17) answers", codes=(0,)),
+        ask("vfr.mp4", q, "--json", name="variable-frame-rate video answers (sampled by time)", codes=(0,),
+            expect=('"frames": 8',)),
         ask("folder.mp4", q, name="directory as video", expect=("directory",)),
         ask("fifo.mp4", q, name="FIFO as video", expect=("FIFO",), timeout=60),
         ask("https://example.com/v.mp4", q, name="URL as video", expect=("https://example.com/v.mp4",)),
@@ -106,6 +110,7 @@ def preset_faults() -> list[Fault]:
         Fault("--model folder that does not exist", ("ask", v, q, "--model", "/nonexistent/dir", "-q"),
               expect=("not found",)),
         Fault("hub preset with no network", ("ask", v, q, "--preset", "qwen2.5-vl-7b", "-q")),
+        Fault("directory as preset", ("ask", v, q, "--preset", "folder.yaml", "-q"), expect=("directory",)),
         Fault("FIFO as preset", ("ask", v, q, "--preset", "fifo.yaml", "-q"), timeout=60,
               expect=("not a regular file",)),
     ]
@@ -166,6 +171,7 @@ def cache_faults() -> list[Fault]:
         ask("flipped.ipv", q, name="cache with one flipped tensor byte (ask)", expect=("checksum",)),
         Fault("dtype edited in the header (F32 -> I32)", ("info", "dtype.ipv", "--verify")),
         Fault("crafted layer count, checksum recomputed", ("info", "layers.ipv", "--verify"), timeout=60),
+        ask("types.ipv", q, name="crafted metadata of the wrong types, checksum recomputed", expect=("damaged",)),
         ask("v1.ipv", q, name="cache from infinipot 0.1 (format 1)", expect=("compress the video again",)),
         ask("v3.ipv", q, name="cache from a newer infinipot", expect=("upgrade",)),
         ask("notcache.ipv", q, name="text file named .ipv"),
@@ -185,6 +191,9 @@ def process_faults() -> list[Fault]:
         Fault("SIGHUP during compress", ("compress", "long.mp4", "-o", "hup.ipv", *TINY), codes=(129,),
               signal=signal.SIGHUP, on_progress=True, must_not_exist=("hup.ipv",), expect=("interrupted",),
               quiet_stderr=False),
+        Fault("Ctrl-C during a chat answer drops it and goes on", ("chat", "short.mp4", *TINY, "-q",
+              "--max-new-tokens", "4000"), codes=(0,), stdin="What happened?\n", signal=signal.SIGINT,
+              on_output=b"A: ", stdin_after="/exit\n", expect=("this answer was dropped",), quiet_stderr=False),
         ask("short.mp4", q, name="Ctrl-C during the imports", codes=(130,), signal=signal.SIGINT,
             signal_after=0.3, expect=("interrupted",)),
         Fault("presets --json | head -1 (closed pipe)", ("presets", "--json"), codes=(0, 141), read_one_line=True),
@@ -215,7 +224,7 @@ CASES = [*video_faults(), *flag_faults(), *preset_faults(), *question_faults(), 
 
 def make_inputs(folder: Path, env: dict) -> None:
     """Videos, caches (good, damaged, crafted), question files, presets, FIFOs and folders for the cases."""
-    from infinipot.synthetic import damage_video, write_test_video
+    from infinipot.synthetic import damage_video, write_test_video, write_vfr_test_video
 
     folder.mkdir(parents=True)
     write_test_video(folder / "short.mp4", seconds=20, fps=4)
@@ -233,6 +242,9 @@ def make_inputs(folder: Path, env: dict) -> None:
         os.mkfifo(folder / name)
     (folder / "folder.mp4").mkdir()
     (folder / "folder.txt").mkdir()
+    (folder / "folder.yaml").mkdir()
+    # 8 frames over 8 s, bunched at the end: sampled by time at 1 fps, not by frame index
+    write_vfr_test_video(folder / "vfr.mp4", [0.0, 4.0, 6.0, 7.0, 7.2, 7.4, 7.6, 7.8])
     (folder / "old.ipv").write_bytes((folder / "cache.ipv").read_bytes())
     subprocess.run([sys.executable, "-m", "infinipot_cli", "ask", "short.mp4", "--questions", "questions.txt", "-o",
                     "done.jsonl", *TINY, "-q", "--max-new-tokens", "2"], cwd=folder, env=env, check=True,
@@ -298,5 +310,6 @@ def write_caches(folder: Path) -> None:
         save_file(tensors, str(folder / name), metadata=outer)
 
     rewritten("layers.ipv", lambda meta: meta["layout"].update(layers=100_000_000))
+    rewritten("types.ipv", lambda meta: meta["layout"].update(kv_heads="2"))
     rewritten("v1.ipv", format_version="1")
     rewritten("v3.ipv", format_version="3")

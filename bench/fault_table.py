@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -60,15 +61,25 @@ def run_fault(fault: Fault, folder: Path, env: dict) -> Outcome:
     before = digests(folder)
     process = subprocess.Popen(command, cwd=folder, env=env, stdin=subprocess.PIPE if fault.stdin else subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    early = b""
+    early, shown = b"", b""
+    if fault.stdin_after is not None:  # a conversation: the first line now, the rest after the signal
+        process.stdin.write(fault.stdin.encode())
+        process.stdin.flush()
     if fault.signal is not None:
         if fault.on_progress:  # plain progress lines (stderr is no terminal): streaming has begun
             while (line := process.stderr.readline()) and b"frames" not in line:
                 early += line
             early += line
+        elif fault.on_output is not None:
+            shown = wait_for_output(process, fault.on_output, fault.timeout)
         else:
             time.sleep(fault.signal_after)
         process.send_signal(fault.signal)
+    if fault.stdin_after is not None:
+        time.sleep(0.5)  # the answer stops and the prompt returns before the next line
+        process.stdin.write(fault.stdin_after.encode())
+        process.stdin.close()
+        process.stdin = None  # communicate() below must not flush it again
     try:
         if fault.read_one_line:  # `| head -1`: the reader leaves after one line
             process.stdout.readline()
@@ -76,7 +87,9 @@ def run_fault(fault: Fault, folder: Path, env: dict) -> Outcome:
             stdout, stderr = b"", process.stderr.read()
             process.wait(fault.timeout)
         else:
-            stdout, stderr = process.communicate(fault.stdin.encode() if fault.stdin else None, timeout=fault.timeout)
+            given = fault.stdin.encode() if fault.stdin and fault.stdin_after is None else None
+            stdout, stderr = process.communicate(given, timeout=fault.timeout)
+            stdout = shown + stdout
         code = process.returncode
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
@@ -85,6 +98,18 @@ def run_fault(fault: Fault, folder: Path, env: dict) -> Outcome:
     outcome = Outcome(fault, code, (early + stderr).decode(errors="replace"))
     judge(outcome, before, digests(folder), stdout.decode(errors="replace"), folder)
     return outcome
+
+
+def wait_for_output(process: subprocess.Popen, marker: bytes, timeout: float) -> bytes:
+    """Read stdout as it comes (an answer is written without a newline) until `marker` shows."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        if select.select([process.stdout], [], [], 0.1)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
 
 
 def judge(outcome: Outcome, before: dict, after: dict, stdout: str, folder: Path) -> None:
@@ -124,6 +149,22 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def wanted(fault: Fault, only: str | None) -> bool:
+    if only and only not in fault.name:
+        return False
+    if fault.needs_root and os.geteuid() != 0:
+        print(f"skipped (needs root): {fault.name}", file=sys.stderr)
+        return False
+    return True
+
+
+def run_and_say(fault: Fault, folder: Path, env: dict) -> Outcome:
+    outcome = run_fault(fault, folder, env)
+    print(f"{'ok  ' if not outcome.problems else 'FAIL'} {outcome.code!s:>4} {fault.name}: {outcome.shown}",
+          file=sys.stderr, flush=True)
+    return outcome
+
+
 def document(text: str, count: int, failed: int) -> str:
     """The table as docs/fault-table.md: how it was made, what "clean" means, then the rows."""
     from datetime import date
@@ -149,20 +190,12 @@ def main() -> int:
         folder = Path(scratch) / "run"
         env = {**os.environ, "INFINIPOT_CACHE": str(Path(scratch) / "models"), "HF_HUB_OFFLINE": "1",
                "COLUMNS": "80", "PYTHONPATH": str(ROOT)}
-        make_inputs(folder, env)
-        outcomes = []
-        for fault in CASES:
-            if options.only and options.only not in fault.name:
-                continue
-            if fault.needs_root and os.geteuid() != 0:
-                print(f"skipped (needs root): {fault.name}", file=sys.stderr)
-                continue
-            outcome = run_fault(fault, folder, env)
-            print(f"{'ok  ' if not outcome.problems else 'FAIL'} {outcome.code!s:>4} {fault.name}: {outcome.shown}",
-                  file=sys.stderr, flush=True)
-            outcomes.append(outcome)
-        if (folder / "full").is_mount():
-            subprocess.run(["umount", str(folder / "full")], check=False)
+        try:
+            make_inputs(folder, env)
+            outcomes = [run_and_say(fault, folder, env) for fault in CASES if wanted(fault, options.only)]
+        finally:  # the full-disk tmpfs must go, or the scratch folder cannot be removed
+            if (folder / "full").is_mount():
+                subprocess.run(["umount", str(folder / "full")], check=False)
     text = table(outcomes)
     print(text)
     failed = sum(bool(outcome.problems) for outcome in outcomes)
